@@ -1,0 +1,106 @@
+"""Reduction schedules: how many patch tokens each block removes.
+
+A schedule is resolved once per model into a list `r_l` (one entry per block) by simulating the token
+count through the network, so the 50% cap always refers to the patch tokens that actually enter a
+block (protected CLS/distill tokens excluded). Forms (SPEC §2, §3.4):
+
+- ``13``                      constant r (ToMe)
+- ``(13, -0.5)``              r with inflection, as ToMe's ``parse_r``
+- ``[8, 8, 4, ...]``          explicit per-block list, padded with zeros
+- ``keep=0.6`` / ``keep=[...]`` per-block keep ratio κ_l: r_l = min(round((1-κ_l)·n_l), n_l // 2)
+- ``layers="L0-2"``           restrict any of the above to a layer set (others get r = 0)
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+
+def ramp_r(num_layers: int, r: int, inflection: float = 0.0) -> list[int]:
+    """ToMe's (r, inflection) schedule: a linear ramp whose mean is r (inflection -1: decreasing)."""
+    lo = int(r * (1.0 - inflection))
+    hi = 2 * r - lo
+    if num_layers == 1:
+        return [lo]
+    step = (hi - lo) / (num_layers - 1)
+    return [int(lo + step * i) for i in range(num_layers)]
+
+
+def parse_layers(spec: str | Iterable[int] | None, num_layers: int) -> list[int]:
+    """'L0', 'L0-2', 'L0,L3', 'all', None (all) or an iterable of block indices -> sorted indices."""
+    if spec is None or (isinstance(spec, str) and spec.lower() == "all"):
+        return list(range(num_layers))
+    if isinstance(spec, str):
+        out: set[int] = set()
+        for part in spec.replace(" ", "").split(","):
+            m = re.fullmatch(r"L?(\d+)(?:-L?(\d+))?", part)
+            if not m:
+                raise ValueError(f"layer set {spec!r}: cannot parse {part!r} (use e.g. 'L0', 'L0-2', 'all')")
+            a = int(m.group(1))
+            b = int(m.group(2)) if m.group(2) is not None else a
+            out.update(range(a, b + 1))
+        layers = sorted(out)
+    else:
+        layers = sorted({int(i) for i in spec})
+    bad = [i for i in layers if not 0 <= i < num_layers]
+    if bad:
+        raise ValueError(f"layer set {spec!r}: blocks {bad} outside 0..{num_layers - 1}")
+    return layers
+
+
+def resolve(num_layers: int, num_patches: int, r=None, *, keep=None, layers=None) -> list[int]:
+    """Resolve a schedule to the r actually applied in each block (caps included).
+
+    `num_patches` is the number of non-protected tokens entering block 0.
+    """
+    if (r is None) == (keep is None):
+        raise ValueError("schedule: give exactly one of r or keep")
+    if keep is not None:
+        keeps = [float(keep)] * num_layers if isinstance(keep, (int, float)) else [float(k) for k in keep]
+        if len(keeps) > num_layers:
+            raise ValueError(f"schedule keep: {len(keeps)} ratios for {num_layers} blocks")
+        keeps += [1.0] * (num_layers - len(keeps))
+        bad = [k for k in keeps if not 0.0 <= k <= 1.0]
+        if bad:
+            raise ValueError(f"schedule keep: ratios must lie in [0, 1], got {bad}")
+        wanted = None
+    else:
+        if isinstance(r, bool):
+            raise ValueError(f"schedule r: expected int, (r, inflection) or list, got {r!r}")
+        if isinstance(r, int):
+            wanted = ramp_r(num_layers, r, 0.0)
+        elif isinstance(r, tuple):
+            if len(r) != 2:
+                raise ValueError(f"schedule r: a tuple must be (r, inflection), got {r!r}")
+            wanted = ramp_r(num_layers, int(r[0]), float(r[1]))
+        elif isinstance(r, (list, Sequence)):
+            wanted = [int(v) for v in r]
+            if len(wanted) > num_layers:
+                raise ValueError(f"schedule r: {len(wanted)} entries for {num_layers} blocks")
+            wanted += [0] * (num_layers - len(wanted))
+        else:
+            raise ValueError(f"schedule r: expected int, (r, inflection) or list, got {r!r}")
+        if any(v < 0 for v in wanted):
+            raise ValueError(f"schedule r: negative entries in {wanted}")
+    active = set(parse_layers(layers, num_layers))
+
+    out, n = [], num_patches
+    for i in range(num_layers):
+        if i not in active:
+            ri = 0
+        elif wanted is not None:
+            ri = wanted[i]
+        else:
+            ri = int(round((1.0 - keeps[i]) * n))
+        ri = min(ri, n // 2)
+        out.append(ri)
+        n -= ri
+    return out
+
+
+def token_counts(num_patches: int, rs: Sequence[int]) -> list[int]:
+    """Patch tokens entering each block under a resolved schedule, plus the final count."""
+    counts = [num_patches]
+    for ri in rs:
+        counts.append(counts[-1] - ri)
+    return counts
