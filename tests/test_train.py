@@ -1,0 +1,86 @@
+"""Unit tests for the training loop (tokred.train) on a tiny model."""
+import io
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+try:
+    from tokred import synthetic, train
+except ImportError:  # running from a checkout without an installed package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from tokred import synthetic, train
+from tokred.models import create_embedded_model
+
+TASK = {"img_size": 32, "radius_min": 1.5, "radius_max": 2.5, "max_count": 2, "distractors_min": 1,
+        "distractors_max": 2}
+KW = dict(steps=3, batch_size=4, lr=1e-3, weight_decay=0.05, warmup_frac=0.34, grad_clip=1.0)
+
+
+def tiny_model():
+    return create_embedded_model(synthetic.num_classes(TASK), img_size=32, patch_size=8, embed_dim=16,
+                                 depth=2, num_heads=2)
+
+
+def run(seed=0, curriculum=None):
+    torch.manual_seed(123)
+    m = tiny_model()
+    h = train.train_model(m, TASK, seed=seed, curriculum=curriculum, progress=False, log=None, log_every=1, **KW)
+    return m, h
+
+
+def test_train_three_steps_finite_and_state_dict_roundtrip(tmp_path):
+    m, h = run(curriculum={"easy_start": 1.0, "easy_end": 0.0, "decay_frac": 0.5,
+                           "easy": {"radius_min": 3.0, "radius_max": 3.5, "background": "smooth"}})
+    assert h["step"] == [1, 2, 3] and len(h["loss"]) == 3
+    assert all(math.isfinite(v) for v in h["loss"])
+    assert h["steps_per_s"] > 0 and h["seconds"] > 0
+    assert h["easy_share"][0] == 1.0 and h["easy_share"][-1] == 0.0
+    path = tmp_path / "w.pt"
+    torch.save(m.state_dict(), path)
+    m2 = tiny_model()
+    m2.load_state_dict(torch.load(path))
+    m.eval(), m2.eval()
+    x, _ = synthetic.make_images(TASK, 3, seed=9)
+    from tokred.models import EMBEDDED_MEAN, EMBEDDED_STD, normalize
+    xn = normalize(x, EMBEDDED_MEAN, EMBEDDED_STD)
+    with torch.no_grad():
+        assert torch.equal(m(xn), m2(xn))
+
+
+def test_deterministic_for_seed():
+    m1, h1 = run(seed=5)
+    m2, h2 = run(seed=5)
+    assert h1["loss"] == h2["loss"]
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    _, h3 = run(seed=6)
+    assert h3["loss"] != h1["loss"]
+
+
+def test_schedule_and_curriculum_share():
+    f = [train.lr_factor(s, 100, 0.1) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0) and f[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] < 0.01
+    c = train.resolve_curriculum({"easy_start": 1.0, "easy_end": 0.0, "decay_frac": 0.4,
+                                  "easy": {"background": "smooth"}}, TASK)
+    assert c["easy_task"]["background"] == "smooth"
+    assert train.easy_share(c, 0, 100) == 1.0
+    assert train.easy_share(c, 20, 100) == pytest.approx(0.5)
+    assert train.easy_share(c, 40, 100) == 0.0 and train.easy_share(c, 90, 100) == 0.0
+    assert train.easy_share(None, 0, 100) == 0.0
+
+
+def test_training_batches_never_overlap_eval_stream():
+    x_tr, y_tr, n_easy = train.make_batch(synthetic.resolve_task(TASK), None, 0, 10, 4, seed=0)
+    x_ev, _ = synthetic.make_images(TASK, 4, seed=0)
+    assert n_easy == 0 and all(not torch.equal(a, b) for a, b in zip(x_tr, x_ev))
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="easy_satrt"):
+        train.resolve_curriculum({"easy_satrt": 1.0}, TASK)
+    with pytest.raises(ValueError, match="steps"):
+        train.train_model(tiny_model(), TASK, **{**KW, "steps": 0}, seed=0, progress=False, log=None)
