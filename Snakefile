@@ -1,0 +1,27 @@
+# Training-free token reduction in ViTs: weights -> eval set -> baseline and ToMe runs -> tables,
+# figures -> LaTeX paper. `snakemake --cores 8` runs the embedded default (config/config.yaml);
+# `--configfile config/imagenet.yaml` the paper profile. Rules import nothing heavy (no torch).
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/weights.smk"
+include: "rules/data.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+include: "rules/paper.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        PAPER_PDF,
+        REPORT_OUTPUTS,

@@ -1,0 +1,13 @@
+# The evaluation set, decoded and preprocessed once (uint8; normalised at evaluation time).
+rule eval_set:
+    output:
+        EVAL_SET,
+    log:
+        f"{R}/logs/eval_set.log",
+    params:
+        cfg={k: config[k] for k in ("model", "data", "task") if k in config},
+    threads: 2
+    resources:
+        mem_mb=lambda wc: 2000 if EMBEDDED else 12000,
+    script:
+        "../workflow/scripts/build_eval_set.py"

@@ -1,0 +1,30 @@
+# The paper: LaTeX sources from paper/ plus the generated tables, figures and macros, built with
+# latexmk in a build folder; the PDF is moved into place only when the build succeeded.
+PAPER_PDF = f"{R}/paper/paper.pdf"
+PAPER_BUILD = f"{R}/paper/build"
+
+
+rule paper:
+    input:
+        tex="paper/main.tex",
+        generated=REPORT_OUTPUTS,
+    output:
+        PAPER_PDF,
+    log:
+        f"{R}/logs/paper.log",
+    params:
+        build=PAPER_BUILD,
+        title=config.get("paper", {}).get("title", ""),
+    shell:
+        r"""
+        (set -e
+         rm -rf {params.build} && mkdir -p {params.build}/generated
+         cp paper/*.tex {params.build}/
+         cp {input.generated} {params.build}/generated/
+         printf '\\newcommand{{\\PaperTitle}}{{%s}}\n' "{params.title}" > {params.build}/generated/title.tex
+         cd {params.build}
+         latexmk -pdf -interaction=nonstopmode -halt-on-error main.tex
+         mv main.pdf ../paper.pdf.tmp
+         mv ../paper.pdf.tmp ../paper.pdf
+        ) > {log} 2>&1
+        """

@@ -1,0 +1,154 @@
+"""Tables, figures and LaTeX macros from the per-run metrics JSON files.
+
+Every number the paper prints comes from here: tables are generated whole, and the text reads
+values through `\\metric{<run>}{<key>}` macros, so no number is typed by hand.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from . import io
+
+COLUMNS = ["run", "group", "method", "r", "gflops", "rel_cost", "top1", "top1_lo", "top1_hi", "drop_pp",
+           "drop_se_pp", "kl", "delta_margin", "agreement", "mcnemar_p", "n_images"]
+
+
+def load_metrics(paths) -> pd.DataFrame:
+    rows = []
+    for p in paths:
+        m = json.loads(Path(p).read_text())
+        rows.append({
+            "run": m["run"], "group": m["group"], "method": m["method"],
+            "r": m["schedule"].get("r"), "gflops": m["gflops"], "rel_cost": m["rel_cost"],
+            "top1": m["top1"], "top1_lo": m["top1_ci95"][0], "top1_hi": m["top1_ci95"][1],
+            "drop_pp": m["drop_pp"], "drop_se_pp": m["drop_se_pp"], "kl": m["kl"],
+            "delta_margin": m["delta_margin"], "agreement": m["agreement"],
+            "mcnemar_p": m["mcnemar_vs_base"]["p_value"], "n_images": m["n_images"],
+            "provenance": m["provenance"],
+        })
+    return pd.DataFrame(rows)
+
+
+def _tex_escape(s: str) -> str:
+    return s.replace("_", r"\_")
+
+
+def _method_label(row) -> str:
+    return "baseline" if row["method"] == "none" else f"{'ToMe' if row['method'] == 'tome' else row['method']}"
+
+
+def reproduce_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
+    """Baseline + ToMe r-sweep: GFLOPs, Top-1 with 95% interval, paired drop, KL, Δmargin."""
+    t = df.sort_values(["group", "gflops"], ascending=[True, False]).copy()
+    t = pd.concat([t[t.group == "baseline"], t[t.group != "baseline"]])
+    with io.atomic_path(csv_path) as tmp:
+        t[COLUMNS].to_csv(tmp, index=False, float_format="%.6g")
+    lines = [
+        r"\begin{tabular}{lrrrcrrrr}",
+        r"\toprule",
+        r"Method & $r$ & GFLOPs & RelCost & Top-1 (\%) [95\% CI] & Drop (pp) & KL & $\Delta$margin & Agree (\%) \\",
+        r"\midrule",
+    ]
+    for _, row in t.iterrows():
+        r = "--" if pd.isna(row["r"]) else f"{int(row['r'])}"
+        sig = r"$^{*}$" if row["group"] != "baseline" and row["mcnemar_p"] < 0.05 else ""
+        drop = "--" if row["group"] == "baseline" else f"{row['drop_pp']:.2f} $\\pm$ {row['drop_se_pp']:.2f}{sig}"
+        lines.append(
+            f"{_method_label(row)} & {r} & {row['gflops']:.3f} & {row['rel_cost']:.3f} & "
+            f"{row['top1']:.2f} [{row['top1_lo']:.2f}, {row['top1_hi']:.2f}] & {drop} & "
+            f"{row['kl']:.4f} & {row['delta_margin']:+.3f} & {row['agreement']:.2f} \\\\")
+        if row["group"] == "baseline":
+            lines.append(r"\midrule")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    io.write_text(tex_path, "\n".join(lines))
+    return t
+
+
+def top1_vs_gflops_figure(df: pd.DataFrame, pdf_path: str, png_path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["pdf.fonttype"] = 42  # embed TrueType: selectable text in the PDF
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    runs = df[df.group != "baseline"].sort_values("gflops")
+    base = df[df.group == "baseline"].iloc[0]
+    for method, g in runs.groupby("method"):
+        label = "ToMe" if method == "tome" else method
+        ax.errorbar(g.gflops, g.top1, yerr=[g.top1 - g.top1_lo, g.top1_hi - g.top1], marker="o", ms=4,
+                    capsize=2, lw=1.2, label=label)
+        for _, row in g.iterrows():
+            ax.annotate(f"r={int(row['r'])}", (row.gflops, row.top1), textcoords="offset points", xytext=(3, 4),
+                        fontsize=6)
+    ax.errorbar([base.gflops], [base.top1], yerr=[[base.top1 - base.top1_lo], [base.top1_hi - base.top1]],
+                marker="*", ms=9, color="black", capsize=2, ls="none", label="baseline (unpatched)")
+    ax.set_xlabel("GFLOPs per image (fvcore)")
+    ax.set_ylabel("Top-1 (%)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    for path in (pdf_path, png_path):
+        with io.atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=200)
+    plt.close(fig)
+
+
+def _num(v, fmt: str) -> str:
+    return format(v, fmt)
+
+
+METRIC_FORMATS = {"top1": ".2f", "top1_lo": ".2f", "top1_hi": ".2f", "drop_pp": ".2f", "drop_se_pp": ".2f",
+                  "kl": ".4f", "delta_margin": ".3f", "agreement": ".2f", "gflops": ".3f", "rel_cost": ".3f",
+                  "mcnemar_p": ".3g"}
+
+
+def write_macros(df: pd.DataFrame, path: str, *, profile: str, model: dict, data: dict, train: dict | None,
+                 task: dict | None, weights: str) -> None:
+    """\\metric{run}{key} values for every run, plus setup facts (profile, sizes, versions)."""
+    out = [r"% generated by tokred.report.write_macros: do not edit",
+           r"\providecommand{\metric}[2]{\ifcsname tokred@#1@#2\endcsname\csname tokred@#1@#2\endcsname\else\textbf{??}\fi}",
+           r"\providecommand{\setup}[1]{\csname tokred@setup@#1\endcsname}"]
+
+    def define(name: str, value: str) -> None:
+        out.append(rf"\expandafter\def\csname tokred@{name}\endcsname{{{value}}}")
+
+    for _, row in df.iterrows():
+        for key, fmt in METRIC_FORMATS.items():
+            define(f"{row['run']}@{key}", _num(row[key], fmt))
+        if not pd.isna(row["r"]):
+            define(f"{row['run']}@r", str(int(row["r"])))
+    prov = df.iloc[0]["provenance"]
+    setup = {
+        "profile": profile,
+        "images": str(int(df.iloc[0]["n_images"])),
+        "torch": prov["torch"], "timm": prov["timm"], "device": _tex_escape(prov["device_name"] or prov["device"]),
+        "confighash": prov["config_hash"],
+        "runs": str(len(df)),
+    }
+    if model["source"] == "embedded":
+        setup.update({"model": "embedded ViT", "width": str(model["embed_dim"]), "depth": str(model["depth"]),
+                      "heads": str(model["num_heads"]), "patch": str(model["patch_size"]),
+                      "imgsize": str(task.get("img_size", 112)), "steps": str(train["steps"]),
+                      "batch": str(train["batch_size"])})
+        setup.update(_training_facts(weights))
+    else:
+        setup.update({"model": _tex_escape(model["name"]), "croppct": str(data.get("crop_pct"))})
+    for k, v in setup.items():
+        define(f"setup@{k}", v)
+    io.write_text(path, "\n".join(out) + "\n")
+
+
+def _training_facts(weights: str) -> dict:
+    import torch
+
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    hist = ckpt.get("history", {})
+    facts = {"classes": str(ckpt["num_classes"]), "taskname": _tex_escape(ckpt.get("task", {}).get("name", ""))}
+    if "seconds" in hist:
+        facts["trainminutes"] = f"{hist['seconds'] / 60:.1f}"
+    return facts

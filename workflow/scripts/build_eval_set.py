@@ -1,0 +1,6 @@
+"""Rule eval_set: decode and preprocess the evaluation images once."""
+from tokred.pipeline import build_eval_set, logged, set_threads
+
+with logged(snakemake.log[0]):  # noqa: F821
+    set_threads(snakemake.threads)  # noqa: F821
+    build_eval_set(snakemake.params.cfg, snakemake.output[0])  # noqa: F821

@@ -1,0 +1,5 @@
+"""Rule download_weights: fetch the paper profile's pretrained weights once (checksum sidecar)."""
+from tokred.pipeline import download_hub_weights, logged
+
+with logged(snakemake.log[0]):  # noqa: F821
+    download_hub_weights(snakemake.params.cfg, snakemake.output.weights)  # noqa: F821

@@ -1,0 +1,8 @@
+"""Rule evaluate: one run (baseline or a reduction method) -> logits + metrics JSON."""
+from tokred.pipeline import evaluate_run, logged
+
+sm = snakemake  # noqa: F821
+with logged(sm.log[0]):
+    evaluate_run(sm.params.cfg, sm.params.run, weights=sm.input.weights, eval_set_path=sm.input.eval_set,
+                 base_logits_path=sm.input.get("base_logits"), out_metrics=sm.output.metrics,
+                 out_logits=sm.output.logits, threads=sm.threads)

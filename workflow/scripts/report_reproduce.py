@@ -1,0 +1,12 @@
+"""Rule report_reproduce: reproduction table, Top-1-vs-GFLOPs figure and the paper's macros."""
+from tokred import report
+from tokred.pipeline import logged
+
+sm = snakemake  # noqa: F821
+with logged(sm.log[0]):
+    df = report.load_metrics(sm.input.metrics)
+    csv, tex, fig_pdf, fig_png, macros = sm.output
+    report.reproduce_table(df, csv, tex)
+    report.top1_vs_gflops_figure(df, fig_pdf, fig_png)
+    report.write_macros(df, macros, profile=sm.params.profile, model=sm.params.model, data=sm.params.data,
+                        train=sm.params.train, task=sm.params.task, weights=sm.input.weights)

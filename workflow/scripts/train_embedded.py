@@ -1,0 +1,6 @@
+"""Rule train_embedded: train the embedded profile's ViT on its synthetic task."""
+from tokred.pipeline import logged, set_threads, train_embedded
+
+with logged(snakemake.log[0]):  # noqa: F821 (provided by Snakemake)
+    set_threads(snakemake.threads)  # noqa: F821
+    train_embedded(snakemake.params.cfg, snakemake.output[0])  # noqa: F821
