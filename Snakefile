@@ -1,12 +1,17 @@
 # Training-free token reduction in ViTs: weights -> eval set -> baseline and ToMe runs -> tables,
 # figures -> LaTeX paper. `snakemake --cores 8` runs the embedded default (config/config.yaml);
-# `--configfile config/imagenet.yaml` the paper profile. Rules import nothing heavy (no torch).
+# `--configfile config/imagenet.yaml local.yaml` the paper profile (local.yaml: dataset paths).
+# Rules import nothing heavy (no torch).
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The embedded default applies only when no --configfile is given: a profile file is complete on
+# its own, so nothing of the default leaks into it (Snakemake would merge the two).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "config/schema.yaml")

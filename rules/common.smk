@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+# The library is importable by the DAG (and by job scripts, see workflow/scripts/_paths.py),
+# installed or not.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from tokred import preflight  # light: no torch
 
@@ -24,6 +26,13 @@ def run_output(group, run, kind="metrics.json"):
 
 def group_metrics(group):
     return [run_output(g, r) for (g, r) in RUNS if g == group]
+
+
+def evaluate_inputs(wc):
+    inputs = {"weights": WEIGHTS, "eval_set": EVAL_SET}
+    if (wc.group, wc.run) != BASELINE:
+        inputs["base_logits"] = run_output(*BASELINE, "logits.pt")
+    return inputs
 
 
 wildcard_constraints:

@@ -2,6 +2,8 @@
 rule eval_set:
     output:
         EVAL_SET,
+    conda:
+        "../environment.yml"
     log:
         f"{R}/logs/eval_set.log",
     params:

@@ -1,18 +1,13 @@
 # One job per run: patch the model as the run says, compute logits, GFLOPs and metrics against
 # the baseline's logits on the same images.
-def evaluate_inputs(wc):
-    inputs = {"weights": WEIGHTS, "eval_set": EVAL_SET}
-    if (wc.group, wc.run) != BASELINE:
-        inputs["base_logits"] = run_output(*BASELINE, "logits.pt")
-    return inputs
-
-
 rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
         metrics=run_output("{group}", "{run}"),
         logits=run_output("{group}", "{run}", "logits.pt"),
+    conda:
+        "../environment.yml"
     log:
         f"{R}/logs/runs/{{group}}/{{run}}.log",
     params:

@@ -10,6 +10,8 @@ rule paper:
         generated=REPORT_OUTPUTS,
     output:
         PAPER_PDF,
+    conda:
+        "../environment.yml"
     log:
         f"{R}/logs/paper.log",
     params:

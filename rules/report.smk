@@ -14,6 +14,8 @@ rule report_reproduce:
         weights=WEIGHTS,
     output:
         REPORT_OUTPUTS,
+    conda:
+        "../environment.yml"
     log:
         f"{R}/logs/report_reproduce.log",
     params:

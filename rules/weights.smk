@@ -4,6 +4,8 @@ if EMBEDDED:
     rule train_embedded:
         output:
             WEIGHTS,
+        conda:
+            "../environment.yml"
         log:
             f"{R}/logs/train_embedded.log",
         params:
@@ -20,6 +22,8 @@ else:
         output:
             weights=WEIGHTS,
             sidecar=f"{WEIGHTS}.json",
+        conda:
+            "../environment.yml"
         log:
             f"{R}/logs/download_weights.log",
         params:

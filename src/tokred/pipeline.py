@@ -111,7 +111,7 @@ def build_eval_set(cfg: dict, out: str) -> int:
     else:
         from . import imagenet
 
-        samples = imagenet.list_samples(d["imagenet_val"], d.get("labels_file") or None, num_classes=1000)
+        samples = imagenet.list_samples(d["imagenet_val"], d.get("labels_file") or None, num_classes=d.get("num_classes", 1000))
         tf = imagenet.build_transform(d["img_size"], d["crop_pct"], d["interpolation"])
         images, labels = imagenet.build_eval_cache(samples, tf, limit=d.get("limit"),
                                                    num_workers=d.get("decode_workers", 0))

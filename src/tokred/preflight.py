@@ -19,7 +19,7 @@ def check_config(cfg: dict) -> None:
 
         d = cfg["data"]
         check_dataset_path("data.imagenet_val", d["imagenet_val"], d.get("labels_file") or None,
-                           num_classes=1000)
+                           num_classes=d.get("num_classes", 1000))
 
 
 def run_name(method: str, r) -> str:

@@ -1,4 +1,5 @@
 """Rule eval_set: decode and preprocess the evaluation images once."""
+import _paths  # noqa: F401  (puts the project's src/ on sys.path)
 from tokred.pipeline import build_eval_set, logged, set_threads
 
 with logged(snakemake.log[0]):  # noqa: F821

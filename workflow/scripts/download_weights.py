@@ -1,4 +1,5 @@
 """Rule download_weights: fetch the paper profile's pretrained weights once (checksum sidecar)."""
+import _paths  # noqa: F401  (puts the project's src/ on sys.path)
 from tokred.pipeline import download_hub_weights, logged
 
 with logged(snakemake.log[0]):  # noqa: F821

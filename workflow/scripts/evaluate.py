@@ -1,4 +1,5 @@
 """Rule evaluate: one run (baseline or a reduction method) -> logits + metrics JSON."""
+import _paths  # noqa: F401  (puts the project's src/ on sys.path)
 from tokred.pipeline import evaluate_run, logged
 
 sm = snakemake  # noqa: F821

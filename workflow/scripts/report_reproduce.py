@@ -1,4 +1,5 @@
 """Rule report_reproduce: reproduction table, Top-1-vs-GFLOPs figure and the paper's macros."""
+import _paths  # noqa: F401  (puts the project's src/ on sys.path)
 from tokred import report
 from tokred.pipeline import logged
 

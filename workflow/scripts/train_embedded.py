@@ -1,4 +1,5 @@
 """Rule train_embedded: train the embedded profile's ViT on its synthetic task."""
+import _paths  # noqa: F401  (puts the project's src/ on sys.path)
 from tokred.pipeline import logged, set_threads, train_embedded
 
 with logged(snakemake.log[0]):  # noqa: F821 (provided by Snakemake)

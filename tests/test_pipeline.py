@@ -1,0 +1,178 @@
+"""Real Snakemake runs of the whole DAG: micro profile end to end, caching, re-runs, lint, the paper
+profile on a tiny ImageNet-format folder with weights served over loopback HTTP, and bad configs."""
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snakemake(*args, check=True, env=None):
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "8", *args]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    out = p.stdout + p.stderr
+    if check and p.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({p.returncode}):\n{out[-6000:]}")
+    return p.returncode, out
+
+
+def job_counts(dry_run_output: str) -> dict:
+    """Parse the 'Job stats' table of a dry run: rule -> count."""
+    m = re.search(r"Job stats:\n(.*?)\n\n", dry_run_output + "\n\n", re.S)
+    if not m:
+        return {}
+    counts = {}
+    for line in m.group(1).splitlines()[2:]:
+        parts = line.split()
+        if len(parts) == 2 and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def write_config(path: Path, base: str, **overrides) -> Path:
+    cfg = yaml.safe_load((ROOT / "config" / base).read_text())
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("micro")
+    cfg = write_config(tmp / "micro.yaml", "micro.yaml", results_dir=str(tmp / "results"))
+    snakemake("--configfile", str(cfg))
+    return tmp, cfg
+
+
+def test_micro_end_to_end_pdf_shows_table_numbers(micro):
+    tmp, _ = micro
+    res = tmp / "results"
+    pdf = res / "paper" / "paper.pdf"
+    assert pdf.stat().st_size > 10_000
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    table = pd.read_csv(res / "tables" / "reproduce.csv")
+    assert list(table.run) == ["base", "tome_r0", "tome_r4", "tome_r13", "tome_r16"]
+    for _, row in table.iterrows():
+        assert f"{row.gflops:.3f}" in text and f"{row.top1:.2f}" in text
+    # GFLOPs fall with r and every run carries provenance
+    assert table.gflops.iloc[1:].is_monotonic_decreasing
+    m = yaml.safe_load((res / "runs" / "reproduce" / "tome_r13" / "metrics.json").read_text())
+    assert m["provenance"]["config_hash"] and m["provenance"]["torch"] and m["resolved_r"] == [13] * 12
+    assert "??" not in text  # every macro the text uses is defined
+    for fig in ("top1_vs_gflops.pdf", "top1_vs_gflops.png"):
+        assert (res / "figures" / fig).stat().st_size > 1000
+    assert (res / "logs" / "train_embedded.log").read_text().strip()
+
+
+def test_second_run_does_nothing(micro):
+    _, cfg = micro
+    _, out = snakemake("--configfile", str(cfg))
+    assert "Nothing to be done" in out
+
+
+def test_changing_one_r_reruns_only_that_run(micro):
+    tmp, _ = micro
+    cfg = write_config(tmp / "changed.yaml", "micro.yaml", results_dir=str(tmp / "results"),
+                       **{"experiments.reproduce.r": [0, 4, 13, 17]})
+    _, out = snakemake("--configfile", str(cfg), "-n")
+    assert job_counts(out) == {"evaluate": 1, "report_reproduce": 1, "paper": 1, "all": 1}
+    assert "tome_r17" in out
+
+
+def test_lint_is_clean():
+    code, out = snakemake("--lint", check=False)
+    assert code == 0, out
+    assert "Lints for" not in out, out
+
+
+def test_dry_run_embedded_default_is_fast_and_complete():
+    _, out = snakemake("-n")
+    counts = job_counts(out)
+    assert counts["train_embedded"] == 1 and counts["evaluate"] == 6 and counts["paper"] == 1
+
+
+@pytest.mark.parametrize("override, needle", [
+    ({"eval.batch_sise": 4}, "batch_sise"),
+    ({"eval.batch_size": "many"}, "batch_size"),
+    ({"experiments.reproduce.r": [13, -1]}, "-1"),
+    ({"task.radius_minimum": 3}, "radius_minimum"),
+])
+def test_bad_config_fails_naming_the_key(tmp_path, override, needle):
+    cfg = write_config(tmp_path / "bad.yaml", "micro.yaml", results_dir=str(tmp_path / "r"), **override)
+    code, out = snakemake("--configfile", str(cfg), "-n", check=False)
+    assert code != 0 and needle in out, out[-3000:]
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_dataset_path_fails_before_any_job(tmp_path):
+    cfg = write_config(tmp_path / "im.yaml", "imagenet.yaml", results_dir=str(tmp_path / "r"),
+                       **{"data.imagenet_val": str(tmp_path / "nowhere")})
+    code, out = snakemake("--configfile", str(cfg), "-n", check=False)
+    assert code != 0 and "data.imagenet_val" in out and "nowhere" in out
+    assert not (tmp_path / "r").exists()
+
+
+# --- paper profile, for real, offline ------------------------------------------------------------
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def hub(tmp_path):
+    """A loopback HTTP server standing in for the hub, serving DeiT-S weights the test writes."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    root = tmp_path / "hub"
+    target = root / "timm" / "deit_small_patch16_224.fb_in1k" / "resolve" / "main" / "model.safetensors"
+    target.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    model = timm.create_model("deit_small_patch16_224", pretrained=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(target))
+    handler = lambda *a, **kw: _Quiet(*a, directory=str(root), **kw)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_paper_profile_end_to_end_on_loopback(tmp_path, hub):
+    from PIL import Image
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    val = tmp_path / "val"
+    for c in ("n01440764", "n01443537", "n01484850"):
+        (val / c).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (250 + 10 * i, 300, 3), dtype=np.uint8)).save(val / c / f"{i}.JPEG")
+    cfg = write_config(tmp_path / "im.yaml", "imagenet.yaml", results_dir=str(tmp_path / "results"),
+                       **{"data.imagenet_val": str(val), "data.num_classes": 3, "data.decode_workers": 0,
+                          "eval.threads": 2, "eval.bootstrap": 200,
+                          "experiments.reproduce.r": [0, 13]})
+    snakemake("--configfile", str(cfg), env={"HF_ENDPOINT": hub})
+    res = tmp_path / "results"
+    side = yaml.safe_load((res / "weights" / "model.safetensors.json").read_text())
+    assert side["url"].startswith(hub) and len(side["sha256"]) == 64
+    table = pd.read_csv(res / "tables" / "reproduce.csv")
+    assert table.gflops.iloc[0] == pytest.approx(4.608, rel=0.005)
+    assert table.set_index("run").loc["tome_r13", "gflops"] == pytest.approx(2.712, rel=0.005)
+    assert table.n_images.iloc[0] == 6
+    assert (res / "paper" / "paper.pdf").exists()
