@@ -2,9 +2,9 @@
 
 The official code is not a dependency and is never committed; this script runs it from a local
 checkout (`--tome-path`, e.g. a clone of facebookresearch/ToMe) so that CI can compare `tokred.patch`
-against recorded official outputs. `test_patch.py` also compares live when TOME_OFFICIAL_PATH is set.
+against recorded official outputs. `--check` also compares the two live on full-size DeiT-S models.
 
-    python tests/make_tome_reference.py --tome-path /path/to/ToMe
+    python tests/make_tome_reference.py --tome-path /path/to/ToMe [--check]
 """
 from __future__ import annotations
 
@@ -35,14 +35,40 @@ def make_inputs():
     return torch.randn(3, 3, 112, 112, generator=g).half()  # stored small; cast to fp32 for use
 
 
+def live_check(tome) -> None:
+    import copy
+
+    import timm
+
+    import tokred
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 224, 224)
+    for arch in ("deit_small_patch16_224", "deit_small_distilled_patch16_224"):
+        model = timm.create_model(arch).eval()
+        for r in (13, (13, -0.5), [20, 0, 16, 10, 30]):
+            a, b = copy.deepcopy(model), copy.deepcopy(model)
+            tome.patch.timm(a)
+            a.r = r
+            tokred.patch(b, r=r)
+            with torch.no_grad():
+                err = (a(x) - b(x)).abs().max().item()
+            print(f"{arch} r={r}: max |official - tokred| = {err:.2e}")
+            assert err <= 1e-5
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tome-path", required=True, help="checkout of facebookresearch/ToMe")
+    ap.add_argument("--check", action="store_true", help="also compare live on DeiT-S (plain, distilled)")
     args = ap.parse_args()
     sys.path.insert(0, args.tome_path)
     import copy
 
     import tome
+
+    if args.check:
+        live_check(tome)
 
     x = make_inputs()
     record = {"inputs": x, "schedules": SCHEDULES, "models": {}, "logits": {}}

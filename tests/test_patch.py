@@ -33,24 +33,6 @@ def test_matches_recorded_official_tome(name, i):
     torch.testing.assert_close(out, REF["logits"][(name, i)], atol=1e-5, rtol=0)
 
 
-@pytest.mark.skipif(not os.environ.get("TOME_OFFICIAL_PATH"), reason="live comparison needs TOME_OFFICIAL_PATH")
-@pytest.mark.parametrize("arch", ["deit_small_patch16_224", "deit_small_distilled_patch16_224"])
-def test_matches_official_tome_live(arch):
-    sys.path.insert(0, os.environ["TOME_OFFICIAL_PATH"])
-    import tome
-
-    torch.manual_seed(0)
-    m = timm.create_model(arch).eval()
-    x = torch.randn(2, 3, 224, 224)
-    for r in [13, (13, -0.5), [20, 0, 16, 10, 30]]:
-        a, b = copy.deepcopy(m), copy.deepcopy(m)
-        tome.patch.timm(a)
-        a.r = r
-        tokred.patch(b, r=r)
-        with torch.no_grad():
-            torch.testing.assert_close(b(x), a(x), atol=1e-5, rtol=0)
-
-
 def test_r0_equals_unpatched_fused():
     model = timm.create_model("deit_tiny_patch16_224").eval()
     assert model.blocks[0].attn.fused_attn
