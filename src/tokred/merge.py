@@ -20,6 +20,15 @@ class MergePlan:
 
     index: torch.Tensor  # int64 [B, N]
     num_out: int
+    rep: torch.Tensor | None = None  # int64 [B, num_out]: the input token that stands for each slot
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Broadcast per-slot rows back to the input tokens: [B, num_out, C] -> [B, N, C]."""
+        return x.gather(1, self._expand(x.shape[-1]))
+
+    def representatives(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows of x [B, N, C] of each slot's representative (kept) token -> [B, num_out, C]."""
+        return x.gather(1, self.rep[..., None].expand(-1, -1, x.shape[-1]))
 
     def _expand(self, c: int) -> torch.Tensor:
         return self.index[..., None].expand(-1, -1, c)
@@ -96,4 +105,66 @@ def bipartite_plan(metric: torch.Tensor, r: int, num_protected: int) -> MergePla
         index = torch.empty(B, N, dtype=torch.long, device=dev)
         index[:, ::2] = slot_a
         index[:, 1::2] = slot_b
-    return MergePlan(index=index, num_out=N - r)
+        # Every token but the merged A tokens represents its own slot.
+        is_rep = torch.ones(B, N, dtype=torch.bool, device=dev)
+        is_rep[:, ::2] = is_rep[:, ::2].scatter(1, src_idx, torch.zeros_like(src_idx, dtype=torch.bool))
+        dump = torch.where(is_rep, index, N - r)  # non-representatives land in a spare slot
+        rep = torch.zeros(B, N - r + 1, dtype=torch.long, device=dev)
+        rep.scatter_(1, dump, torch.arange(N, device=dev).expand(B, N))
+    return MergePlan(index=index, num_out=N - r, rep=rep[:, :-1])
+
+
+def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, method, num_protected: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge hidden states with the method's rule (SPEC §3.3); sizes always add up as counts.
+
+    The default rule (size-weighted average) is ToMe's `merge_wavg`. Other rules: norm-aware weights,
+    push-lite (a kept token moves part-way towards the mean of what it absorbs), eta damping,
+    re-centring of the patch tokens' size-weighted mean, and an L2 clip of merged tokens.
+    """
+    if size is None:
+        size = x.new_ones(x.shape[0], x.shape[1], 1)
+    new_size = plan.sum(size)
+    plain_avg = method.push is None and method.eta == 0 and not method.recenter and method.clip_tau is None
+    if method.size_mode == "avg" and plain_avg:
+        return plan.sum(x * size) / new_size, new_size
+
+    p = num_protected
+    norms = x.norm(dim=-1, keepdim=True)
+    if method.size_mode == "avg":
+        w = size
+    elif method.size_mode == "norm":
+        w = size * norms / norms[:, p:].mean(dim=1, keepdim=True)
+    else:  # "off": every token counts once, whatever it already holds
+        w = torch.ones_like(size)
+    x_keep = plan.representatives(x)
+    merged = plan.sum(size) > plan.representatives(size)  # slots that absorbed something
+
+    if method.push is None:
+        out = plan.sum(x * w) / plan.sum(w)
+    else:
+        alpha, beta0, delta = method.push
+        s_k = plan.representatives(size)
+        w_k = plan.representatives(w)
+        w_u = plan.sum(w) - w_k  # weight of what each slot absorbs
+        x_u = (plan.sum(x * w) - x_keep * w_k) / w_u.clamp_min(1e-12)
+        s_u = new_size - s_k
+        mean_s = size[:, p:].mean(dim=1, keepdim=True)
+        beta = beta0 * (s_k / mean_s) ** delta
+        lam = torch.minimum(alpha * s_u / s_k, beta).clamp(0.0, 1.0)
+        out = torch.where(merged, x_keep + lam * (x_u - x_keep), x_keep)
+    if method.eta:
+        out = torch.where(merged, (1 - method.eta) * out + method.eta * x_keep, out)
+    if method.recenter:
+        before = (x[:, p:] * size[:, p:]).sum(1, keepdim=True) / size[:, p:].sum(1, keepdim=True)
+        after = (out[:, p:] * new_size[:, p:]).sum(1, keepdim=True) / new_size[:, p:].sum(1, keepdim=True)
+        # Shift only merged tokens, by the amount that restores the mean: sum s_m * shift = S * delta
+        s_merged = (new_size * merged)[:, p:].sum(1, keepdim=True)
+        shift = (before - after) * new_size[:, p:].sum(1, keepdim=True) / s_merged.clamp_min(1e-12)
+        out = torch.where(merged, out + shift, out)
+    if method.clip_tau is not None:
+        limit = method.clip_tau * norms[:, p:].mean(dim=1, keepdim=True)
+        n_out = out.norm(dim=-1, keepdim=True)
+        scale = torch.where(merged & (n_out > limit), limit / n_out.clamp_min(1e-12), torch.ones_like(n_out))
+        out = out * scale
+    return out, new_size

@@ -1,9 +1,11 @@
 """`patch(model, method="tome", r=13)`: training-free token reduction for timm ViTs, in place.
 
 The patch swaps the classes of the model's `Block` and `Attention` modules for subclasses that
-(1) apply proportional attention (+ log size) once tokens carry sizes, (2) expose the keys averaged
-over heads as the matching metric, and (3) after the attention residual, ask the method's selector
-for a `MergePlan` and apply it. Weights are untouched; `unpatch` restores the original classes.
+(1) apply proportional attention once tokens carry sizes, (2) ask the method's selector for a
+`MergePlan` in every block that reduces, (3) run attention in the method's merge space and
+(4) merge the hidden states with the method's rule before the MLP (ToMe's placement). Weights are
+untouched; `unpatch` restores the original classes. ToMe and ours share every step: a method is
+data (`tokred.methods.Method`), not a copy of the block.
 """
 from __future__ import annotations
 
@@ -14,18 +16,18 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
 
 from . import schedule
-from .merge import bipartite_plan, merge_source, merge_wavg
-
-METHODS = ("tome",)
+from .merge import MergePlan, bipartite_plan, merge_source, merge_tokens
+from .methods import Method, resolve_method
+from .select import assign_plan, head_inflow, hquota_ff_keep
 
 
 class ReductionState:
     """Per-model settings plus the per-forward token state shared by all patched blocks."""
 
-    def __init__(self, method: str, r, keep, layers, prop_attn: bool, trace_source: bool,
-                 num_protected: int, num_layers: int):
+    def __init__(self, method: Method, r, keep, layers, trace_source: bool, num_protected: int,
+                 num_layers: int):
         self.method, self.r, self.keep, self.layers = method, r, keep, layers
-        self.prop_attn, self.trace_source = prop_attn, trace_source
+        self.trace_source = trace_source
         self.num_protected, self.num_layers = num_protected, num_layers
         self._resolved: dict[int, list[int]] = {}
         self.reset()
@@ -43,61 +45,124 @@ class ReductionState:
         return self._resolved[num_patches]
 
     def describe(self) -> dict[str, Any]:
-        return {"method": self.method, "r": self.r, "keep": self.keep, "layers": self.layers,
-                "prop_attn": self.prop_attn}
+        return {"method": self.method.as_dict(), "r": self.r, "keep": self.keep, "layers": self.layers}
 
 
 class ReducingAttention(Attention):
-    """timm Attention with proportional attention and the head-averaged keys as a side output."""
+    """timm Attention split into steps so a block can select and merge between them."""
+
+    def heads(self, x: torch.Tensor):
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def bias(self, size: torch.Tensor | None, temperature: float | None):
+        """Proportional attention: +log s (ToMe) or n*log(s / mean s) with temperature n."""
+        if size is None:
+            return None
+        if temperature is None:
+            return size.log()[:, None, None, :, 0]
+        return (temperature * (size / size.mean(dim=1, keepdim=True)).log())[:, None, None, :, 0]
+
+    def probs(self, q, k, bias) -> torch.Tensor:
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        if bias is not None:
+            attn = attn + bias
+        return self.attn_drop(attn.softmax(dim=-1))
+
+    def attend(self, q, k, v, bias) -> torch.Tensor:
+        if bias is None and self.fused_attn:
+            # No sizes yet (all 1): the fused kernel computes exactly this.
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        return self.probs(q, k, bias) @ v
+
+    def project(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        B, _, N, _ = out.shape
+        out = self.norm(out.transpose(1, 2).reshape(B, N, -1))
+        if getattr(self, "gate", None) is not None:
+            out = out * self.gate(x).sigmoid()
+        return self.proj_drop(self.proj(out))
 
     def forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False, size=None):
         if attn_mask is not None or is_causal:
             raise NotImplementedError("token reduction does not support attention masks")
-        B, N, C = x.shape
-        gate = self.gate(x).sigmoid() if getattr(self, "gate", None) is not None else None
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        q, k = self.q_norm(q), self.k_norm(k)
-        if size is None and self.fused_attn:
-            # Sizes are all 1 before the first merge: log 1 = 0, so the fused kernel is exact.
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            if size is not None:
-                attn = attn + size.log()[:, None, None, :, 0]
-            out = self.attn_drop(attn.softmax(dim=-1)) @ v
-        out = out.transpose(1, 2).reshape(B, N, -1)
-        out = self.norm(out)
-        if gate is not None:
-            out = out * gate
-        out = self.proj_drop(self.proj(out))
-        return out, k.mean(1)
+        q, k, v = self.heads(x)
+        return self.project(self.attend(q, k, v, self.bias(size, None)), x)
+
+
+def _group_mean(plan: MergePlan, t: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """Size-weighted mean per slot of a per-head tensor t [B, H, N, d] -> [B, H, num_out, d]."""
+    B, H, N, d = t.shape
+    flat = t.transpose(1, 2).reshape(B, N, H * d)
+    mean = plan.sum(flat * size) / plan.sum(size)
+    return mean.view(B, plan.num_out, H, d).transpose(1, 2)
 
 
 class ReducingBlock(Block):
-    """timm Block that reduces tokens between attention and MLP (ToMe's placement)."""
+    """timm Block that reduces tokens between attention and MLP."""
 
     _tokred: ReductionState
     _tokred_layer: int
 
     def forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False) -> torch.Tensor:
-        st = self._tokred
-        size = st.size if st.prop_attn else None
-        x_attn, metric = self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal, size=size)
-        x = x + self.drop_path1(self.ls1(x_attn))
-
+        if attn_mask is not None or is_causal:
+            raise NotImplementedError("token reduction does not support attention masks")
+        st, meth = self._tokred, self._tokred.method
         if self._tokred_layer == 0:
             st.rs = st.schedule_for(x.shape[1] - st.num_protected)
         r = st.rs[self._tokred_layer]
-        if r > 0:
+        attn = self.attn
+        size = st.size if meth.prop_attn else None
+        xn = self.norm1(x)
+        q, k, v = attn.heads(xn)
+        bias = attn.bias(size, meth.temperature)
+
+        plan = None
+        if r > 0 and meth.selector == "bipartite":
+            metric = k.mean(1) if meth.match == "k" else F.normalize(x, dim=-1)
             plan = bipartite_plan(metric, r, st.num_protected)
-            if plan is not None:
-                if st.trace_source:
-                    st.source = merge_source(plan, st.source, x.shape[1])
-                x, st.size = merge_wavg(plan, x, st.size)
+            if plan is not None and meth.topr is not None:
+                raise ValueError("topr applies to the hquota_ff selector only")
+            probs = None
+        elif r > 0:
+            probs = attn.probs(q, k, bias)
+            plan = self._hquota_plan(probs, k, x, st.size, r)
+        else:
+            probs = None
+
+        if plan is None or meth.space == "x":
+            out = probs @ v if probs is not None else attn.attend(q, k, v, bias)
+        elif meth.space == "v":
+            s = st.size if st.size is not None else x.new_ones(x.shape[0], x.shape[1], 1)
+            probs = probs if probs is not None else attn.probs(q, k, bias)
+            v_g = _group_mean(plan, v, s)
+            idx = plan.index[:, None, :, None].expand(-1, v.shape[1], -1, v.shape[-1])
+            out = probs @ v_g.gather(2, idx)  # each token's value replaced by its group's mean
+        else:  # kv: attend over merged keys/values, one output row per query
+            s = st.size if st.size is not None else x.new_ones(x.shape[0], x.shape[1], 1)
+            s_group = plan.sum(s)
+            k_g, v_g = _group_mean(plan, k, s), _group_mean(plan, v, s)
+            out = attn.probs(q, k_g, attn.bias(s_group, meth.temperature) if meth.prop_attn else None) @ v_g
+        x = x + self.drop_path1(self.ls1(attn.project(out, xn)))
+
+        if plan is not None:
+            if st.trace_source:
+                st.source = merge_source(plan, st.source, x.shape[1])
+            x, st.size = merge_tokens(plan, x, st.size, meth, st.num_protected)
 
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x
+
+    def _hquota_plan(self, probs, k, x, size, r) -> MergePlan:
+        st, meth = self._tokred, self._tokred.method
+        p = st.num_protected
+        n = x.shape[1] - p
+        r = min(r, n // 2)
+        phi = head_inflow(probs)[:, p:]
+        keep_idx = hquota_ff_keep(phi, size[:, p:] if size is not None else None, n - r, meth.q)
+        match = k.mean(1) if meth.match == "k" else x
+        return assign_plan(match, keep_idx, p, meth.topr)
 
 
 def _reducing_model_class(cls: type) -> type:
@@ -113,18 +178,17 @@ def _reducing_model_class(cls: type) -> type:
     return new_cls
 
 
-def patch(model: VisionTransformer, method: str = "tome", r=None, *, keep=None, layers=None,
-          prop_attn: bool = True, trace_source: bool = False) -> VisionTransformer:
+def patch(model: VisionTransformer, method: str | Method = "tome", r=None, *, keep=None, layers=None,
+          trace_source: bool = False, **method_overrides) -> VisionTransformer:
     """Patch a timm VisionTransformer in place for token reduction and return it.
 
-    method: "tome" (bipartite soft matching, size-weighted average; SPEC §2).
-    r / keep / layers: the schedule (see `tokred.schedule`); r=0 leaves the network's output unchanged.
-    prop_attn: proportional attention (+ log size), as ToMe for off-the-shelf models.
+    method: a preset name ("tome", "hquota_ff", "ours_size_norm", "ours") or a `Method`; keyword
+        overrides set single knobs (e.g. q=0.4, space="v", prop_attn=False), see `tokred.methods`.
+    r / keep / layers: the schedule (see `tokred.schedule`); r=0 leaves the output unchanged.
     trace_source: keep `model._tokred.source` [B, tokens, input tokens] for visualisations.
     Calling patch again re-configures; `unpatch` restores the original model.
     """
-    if method not in METHODS:
-        raise ValueError(f"method {method!r}: expected one of {METHODS}")
+    meth = resolve_method(method, **method_overrides)
     if r is None and keep is None:
         r = 0
     if not isinstance(model, VisionTransformer):
@@ -135,9 +199,9 @@ def patch(model: VisionTransformer, method: str = "tome", r=None, *, keep=None, 
         if type(b) not in (Block, ReducingBlock) or type(b.attn) not in (Attention, ReducingAttention):
             raise TypeError(f"patch supports timm Block/Attention only; block {i} is "
                             f"{type(b).__name__}/{type(b.attn).__name__}")
-    state = ReductionState(method, r, keep, layers, prop_attn, trace_source,
-                           num_protected=model.num_prefix_tokens, num_layers=len(blocks))
     schedule.resolve(len(blocks), model.patch_embed.num_patches, r, keep=keep, layers=layers)  # fail early
+    state = ReductionState(meth, r, keep, layers, trace_source, num_protected=model.num_prefix_tokens,
+                           num_layers=len(blocks))
     model.__class__ = _reducing_model_class(model.__class__)
     model._tokred = state
     for i, blk in enumerate(blocks):
