@@ -46,6 +46,7 @@ TASK_DEFAULTS: dict[str, Any] = {
     "far_hue_min": 70.0,  # far distractors and background stay at least this far from the target hue
     "min_gap": 1.0,  # minimal gap between the rims of two disks, pixels
     "snap": 0,  # if > 0, disk centres are put at the centres of a snap x snap grid (e.g. patches)
+    "jitter": 0.0,  # with snap: centres move by up to +-jitter pixels (uniform, per axis) off the grid
     "background": "busy",  # "busy" (mosaic + gradient) or "smooth" (low-frequency gradient only)
     "cell_min": 4,  # mosaic cell size range of the busy background, pixels
     "cell_max": 14,
@@ -116,6 +117,7 @@ def resolve_task(task: dict | None) -> dict:
     _num("far_hue_min", 0.0, 180.0)
     _num("min_gap", -100.0, 100.0)
     _int("snap", 0)
+    _num("jitter", 0.0, 100.0)
     if t["background"] not in ("busy", "smooth"):
         raise ValueError(f"task key 'background' must be 'busy' or 'smooth', got {t['background']!r}")
     _int("cell_min", 1)
@@ -203,6 +205,8 @@ def _place(t: dict, rng: np.random.Generator, radii: np.ndarray) -> np.ndarray:
                 lo = math.ceil((r - snap / 2) / snap) if r > snap / 2 else 0
                 hi = H // snap - 1 - lo
                 c = (rng.integers(lo, hi + 1, size=2) + 0.5) * snap
+                if t["jitter"] > 0:
+                    c = np.clip(c + rng.uniform(-t["jitter"], t["jitter"], size=2), r + 0.5, H - r - 0.5)
             else:
                 c = rng.uniform(r + 0.5, H - r - 0.5, size=2)
             if j == 0 or np.all(np.hypot(*(centres[:j] - c).T) >= radii[:j] + r + t["min_gap"]):
