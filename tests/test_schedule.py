@@ -49,3 +49,12 @@ def test_exactly_one_form():
         schedule.resolve(12, 196, 13, keep=0.5)
     with pytest.raises(ValueError, match="negative"):
         schedule.resolve(12, 196, [-1])
+
+
+def test_profiles():
+    assert schedule.profile_keep("uniform", 4, 0.9) == [0.9] * 4
+    assert schedule.profile_keep("early", 5, 0.9, early_boost=0.2) == pytest.approx([0.7, 0.7, 0.7, 0.9, 0.9])
+    assert schedule.profile_keep("late", 5, 0.9, late_k=2) == [0.9, 0.9, 0.9, 1.0, 1.0]
+    assert schedule.profile_keep("early_mid_late", 6, 0.9, late_k=2) == pytest.approx([0.8, 0.8, 0.8, 0.9, 1, 1])
+    with pytest.raises(ValueError, match="profile"):
+        schedule.profile_keep("middle", 4, 0.9)

@@ -67,3 +67,64 @@ def count_flops(model: torch.nn.Module, input_size=(3, 224, 224), *, batch_size:
     finally:
         model.train(was_training)
     return (total, modules) if by_module else total
+
+
+def match_keep(model: torch.nn.Module, method, target_gflops: float, *, profile: str = "uniform",
+               input_size=(3, 224, 224), tol: float = 0.01, profile_kw: dict | None = None, **method_kw
+               ) -> tuple[list[float], float]:
+    """Solve the free keep ratio of a keep-profile family so the patched model costs `target_gflops`.
+
+    GFLOPs rise monotonically with the keep ratio. Many ratios give the same integer token counts,
+    so costs are cached per resolved schedule. Returns (per-block keep
+    ratios, achieved GFLOPs); raises if no ratio comes within `tol` (relative) of the target.
+    """
+    from .patching import patch, unpatch
+    from .schedule import profile_keep, resolve
+
+    depth = len(model.blocks)
+    n_patches = model.patch_embed.num_patches
+    cache: dict[tuple, float] = {}
+
+    def keeps(k: float) -> list[float]:
+        return profile_keep(profile, depth, k, **(profile_kw or {}))
+
+    def cost(k: float) -> float:
+        key = tuple(resolve(depth, n_patches, keep=keeps(k)))
+        if key not in cache:
+            patch(model, method, keep=keeps(k), **method_kw)
+            cache[key] = count_flops(model, input_size)
+        return cache[key]
+
+    try:
+        # Regula falsi (Illinois): the cost is close to linear in the keep ratio, so a handful of
+        # evaluations (each an fvcore trace) suffice where bisection would need a dozen.
+        lo, hi = 0.0, 1.0
+        f_lo, f_hi = cost(lo) - target_gflops, cost(hi) - target_gflops
+        if f_lo > 0 or f_hi < 0:
+            raise ValueError(f"target {target_gflops:.4f} GFLOPs outside the {profile} family's range "
+                             f"[{f_lo + target_gflops:.4f}, {f_hi + target_gflops:.4f}]")
+        best = lo if -f_lo < f_hi else hi
+        side = 0
+        for _ in range(40):
+            mid = hi - f_hi * (hi - lo) / (f_hi - f_lo) if f_hi != f_lo else (lo + hi) / 2
+            f_mid = cost(mid) - target_gflops
+            if abs(f_mid) < abs(cost(best) - target_gflops):
+                best = mid
+            if abs(f_mid) <= tol / 4 * target_gflops or hi - lo < 1e-5:
+                break
+            if f_mid < 0:
+                lo, f_lo = mid, f_mid
+                if side == -1:
+                    f_hi /= 2
+                side = -1
+            else:
+                hi, f_hi = mid, f_mid
+                if side == 1:
+                    f_lo /= 2
+                side = 1
+        achieved = cost(best)
+    finally:
+        unpatch(model)
+    if abs(achieved - target_gflops) > tol * target_gflops:
+        raise ValueError(f"{profile} family reaches {achieved:.4f} GFLOPs at best, target {target_gflops:.4f}")
+    return keeps(best), achieved

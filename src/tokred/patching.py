@@ -110,7 +110,7 @@ class ReducingBlock(Block):
             raise NotImplementedError("token reduction does not support attention masks")
         st, meth = self._tokred, self._tokred.method
         if self._tokred_layer == 0:
-            st.rs = st.schedule_for(x.shape[1] - st.num_protected)
+            st.rs = st.schedule_for(int(x.shape[1]) - st.num_protected)
         r = st.rs[self._tokred_layer]
         attn = self.attn
         size = st.size if meth.prop_attn else None

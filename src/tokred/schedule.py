@@ -9,6 +9,7 @@ block (protected CLS/distill tokens excluded). Forms (SPEC §2, §3.4):
 - ``[8, 8, 4, ...]``          explicit per-block list, padded with zeros
 - ``keep=0.6`` / ``keep=[...]`` per-block keep ratio κ_l: r_l = min(round((1-κ_l)·n_l), n_l // 2)
 - ``layers="L0-2"``           restrict any of the above to a layer set (others get r = 0)
+- named keep profiles (``uniform``, ``early``, ``mid``, ``late``): `profile_keep`
 """
 from __future__ import annotations
 
@@ -46,6 +47,33 @@ def parse_layers(spec: str | Iterable[int] | None, num_layers: int) -> list[int]
     if bad:
         raise ValueError(f"layer set {spec!r}: blocks {bad} outside 0..{num_layers - 1}")
     return layers
+
+
+PROFILES = ("uniform", "early", "late", "early_mid_late")
+
+
+def profile_keep(name: str, num_layers: int, keep: float, *, early_boost: float = 0.1, late_k: int = 3
+                 ) -> list[float]:
+    """Per-block keep ratios of the named profiles (SPEC §3.4; summary §1.2 A, §3.3), one free `keep`.
+
+    uniform: `keep` in every block. early ("early boost"): blocks 0-2 keep `keep - early_boost`, the
+    rest `keep`. late ("late conservative"): the last `late_k` blocks do not merge, the others keep
+    `keep`. early_mid_late (the summary's policy): early boost, `keep` in the middle, no merge in the
+    last `late_k` blocks. Ratios apply to the tokens entering each block (the 50% cap still holds).
+    """
+    if not 0 <= late_k <= num_layers:
+        raise ValueError(f"schedule late_k: {late_k} outside 0..{num_layers}")
+    early = min(1.0, max(0.0, keep - early_boost))
+    late_start = num_layers - late_k
+    if name == "uniform":
+        return [keep] * num_layers
+    if name == "early":
+        return [early if i < 3 else keep for i in range(num_layers)]
+    if name == "late":
+        return [keep if i < late_start else 1.0 for i in range(num_layers)]
+    if name == "early_mid_late":
+        return [early if i < 3 else keep if i < late_start else 1.0 for i in range(num_layers)]
+    raise ValueError(f"schedule profile {name!r}: expected one of {PROFILES}")
 
 
 def resolve(num_layers: int, num_patches: int, r=None, *, keep=None, layers=None) -> list[int]:
