@@ -1,23 +1,105 @@
 # Tables (CSV + booktabs LaTeX), figures (PDF + PNG) and the macros the paper's text uses.
-REPORT_OUTPUTS = [
-    f"{R}/tables/reproduce.csv",
-    f"{R}/tables/reproduce.tex",
-    f"{R}/figures/top1_vs_gflops.pdf",
-    f"{R}/figures/top1_vs_gflops.png",
-    f"{R}/tables/macros.tex",
-]
+# Groups missing from the config produce nothing, and the paper leaves their sections out.
+GROUPS = [g for g in ("early", "full", "ablations") if g in config["experiments"]]
+PAIRS = preflight.comparisons(RUNS)
+
+
+def figure(name):
+    return [f"{R}/figures/{name}.pdf", f"{R}/figures/{name}.png"]
+
+
+def table(name):
+    return [f"{R}/tables/{name}.csv", f"{R}/tables/{name}.tex"]
+
+
+def with_tome_pairs(group):
+    """Metrics of a group plus those of the ToMe runs it is compared with (their logits too)."""
+    runs = [r for (g, r) in RUNS if g == group]
+    tome = sorted({PAIRS[r] for r in runs if r in PAIRS} - set(runs))
+    paths = group_metrics(group) + [run_output("reproduce", t) for t in tome]
+    return {"metrics": paths, "logits": [p.replace("metrics.json", "logits.pt") for p in paths]}
+
+
+REPORT_OUTPUTS = (
+    table("reproduce") + figure("top1_vs_gflops") + figure("pareto") + [f"{R}/tables/macros.tex"]
+    + (table("early") + figure("early_drop") + figure("rsweep") if "early" in GROUPS else [])
+    + (table("full") if "full" in GROUPS else [])
+    + (table("ablations") + figure("ablations") if "ablations" in GROUPS else [])
+)
 
 
 rule report_reproduce:
     input:
         metrics=[run_output(*BASELINE)] + group_metrics("reproduce"),
-        weights=WEIGHTS,
     output:
-        REPORT_OUTPUTS,
+        table("reproduce") + figure("top1_vs_gflops"),
     conda:
         "../environment.yml"
     log:
         f"{R}/logs/report_reproduce.log",
+    script:
+        "../workflow/scripts/report_reproduce.py"
+
+
+rule report_group:
+    input:
+        unpack(lambda wc: with_tome_pairs(wc.group)),
+        eval_set=EVAL_SET,
+        reproduce=group_metrics("reproduce"),
+    output:
+        table("{group}"),
+    conda:
+        "../environment.yml"
+    log:
+        f"{R}/logs/report_{{group}}.log",
+    params:
+        pairs=PAIRS,
+    wildcard_constraints:
+        group="early|full|ablations",
+    script:
+        "../workflow/scripts/report_group.py"
+
+
+rule report_figures_early:
+    input:
+        table=table("early")[0],
+        metrics=group_metrics("early") + group_metrics("reproduce"),
+    output:
+        figure("early_drop") + figure("rsweep"),
+    conda:
+        "../environment.yml"
+    log:
+        f"{R}/logs/report_figures_early.log",
+    script:
+        "../workflow/scripts/report_figures_early.py"
+
+
+rule report_figures_ablations:
+    input:
+        table=table("ablations")[0],
+        reproduce=group_metrics("reproduce"),
+    output:
+        figure("ablations"),
+    conda:
+        "../environment.yml"
+    log:
+        f"{R}/logs/report_figures_ablations.log",
+    params:
+        tome_run=f"tome_r{config['experiments'].get('ablations', {}).get('r', 0)}",
+    script:
+        "../workflow/scripts/report_figures_ablations.py"
+
+
+rule report_overview:
+    input:
+        metrics=[run_output(g, r) for (g, r) in RUNS],
+        weights=WEIGHTS,
+    output:
+        figure("pareto") + [f"{R}/tables/macros.tex"],
+    conda:
+        "../environment.yml"
+    log:
+        f"{R}/logs/report_overview.log",
     params:
         profile=config["profile"],
         model=config["model"],
@@ -25,4 +107,4 @@ rule report_reproduce:
         train=config.get("train"),
         task=config.get("task"),
     script:
-        "../workflow/scripts/report_reproduce.py"
+        "../workflow/scripts/report_overview.py"

@@ -151,31 +151,54 @@ def compute_logits(model: torch.nn.Module, eval_set: dict, batch_size: int, *, d
     return logits, model_s
 
 
+def apply_run(model: torch.nn.Module, run: dict, input_size) -> dict:
+    """Patch `model` as the run spec says; returns the schedule actually used (and, for a
+    FLOPs-matched run, the ToMe target it was solved for)."""
+    from .flops import count_flops, match_keep
+    from .patching import patch, unpatch
+
+    if not run.get("method"):
+        return {}
+    overrides = run.get("overrides") or {}
+    if "match" in run:
+        m = run["match"]
+        target = count_flops(patch(model, "tome", r=m["tome_r"]), input_size)
+        unpatch(model)
+        keeps, achieved = match_keep(model, run["method"], target, profile=m["profile"], input_size=input_size,
+                                     profile_kw=m.get("profile_kw"), **overrides)
+        patch(model, run["method"], keep=keeps, **overrides)
+        return {"keep": keeps, "profile": m["profile"], "target_gflops": target, "matched_to": f"tome_r{m['tome_r']}"}
+    sched = {k: run[k] for k in ("r", "keep", "layers") if k in run}
+    patch(model, run["method"], **sched, **overrides)
+    return sched
+
+
 def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base_logits_path: str | None,
                  out_metrics: str, out_logits: str, threads: int = 1) -> dict:
     """One run: build the model, apply `run` (method + schedule; None method = unreduced baseline),
     compute logits, FLOPs and metrics against the baseline logits."""
     from .flops import count_flops
-    from .patching import patch
 
     set_threads(threads)
     model = build_model(cfg, weights)
     es = load_eval_set(eval_set_path)
     input_size = tuple(es["images"].shape[1:])
     base_gflops = count_flops(model, input_size)
-    if run.get("method"):
-        patch(model, method=run["method"], **{k: run[k] for k in ("r", "keep", "layers") if k in run})
+    schedule = apply_run(model, run, input_size)
     gflops = count_flops(model, input_size)
 
     logits, model_s = compute_logits(model, es, cfg["eval"]["batch_size"], desc=run["name"])
     labels = es["labels"]
     base = torch.load(base_logits_path, weights_only=False)["logits"] if base_logits_path else logits
+    reduced = bool(run.get("method"))
     result: dict[str, Any] = {
         "run": run["name"],
         "group": run["group"],
         "method": run.get("method") or "none",
-        "schedule": {k: run[k] for k in ("r", "keep", "layers") if k in run},
-        "resolved_r": list(model._tokred.rs) if run.get("method") else None,
+        "method_config": model._tokred.method.as_dict() if reduced else None,
+        "overrides": run.get("overrides") or {},
+        "schedule": schedule,
+        "resolved_r": list(model._tokred.rs) if reduced else None,
         "gflops": gflops,
         "base_gflops": base_gflops,
         "rel_cost": gflops / base_gflops,
@@ -183,9 +206,8 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
         "provenance": io.provenance({"model": cfg["model"], "data": cfg["data"], "task": cfg.get("task"),
                                      "train": cfg.get("train"), "run": run}),
     }
-    n = len(labels)
     print(f"{run['name']}: top1 {result['top1']:.2f} drop {result['drop_pp']:.2f} pp "
-          f"GFLOPs {gflops:.3f}; {n / model_s:.1f} img/s in the model")
+          f"GFLOPs {gflops:.3f}; {len(labels) / model_s:.1f} img/s in the model")
     io.save_torch(out_logits, {"logits": logits})
     io.write_json(out_metrics, result)
     return result

@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import io
 
-COLUMNS = ["run", "group", "method", "r", "gflops", "rel_cost", "top1", "top1_lo", "top1_hi", "drop_pp",
+COLUMNS = ["run", "group", "method", "layers", "r", "gflops", "rel_cost", "top1", "top1_lo", "top1_hi", "drop_pp",
            "drop_se_pp", "kl", "delta_margin", "agreement", "mcnemar_p", "n_images"]
 
 
@@ -22,18 +22,122 @@ def load_metrics(paths) -> pd.DataFrame:
         m = json.loads(Path(p).read_text())
         rows.append({
             "run": m["run"], "group": m["group"], "method": m["method"],
-            "r": m["schedule"].get("r"), "gflops": m["gflops"], "rel_cost": m["rel_cost"],
+            "r": m["schedule"].get("r"), "layers": m["schedule"].get("layers"),
+            "profile": m["schedule"].get("profile"), "overrides": m.get("overrides") or {},
+            "gflops": m["gflops"], "rel_cost": m["rel_cost"],
             "top1": m["top1"], "top1_lo": m["top1_ci95"][0], "top1_hi": m["top1_ci95"][1],
             "drop_pp": m["drop_pp"], "drop_se_pp": m["drop_se_pp"], "kl": m["kl"],
             "delta_margin": m["delta_margin"], "agreement": m["agreement"],
             "mcnemar_p": m["mcnemar_vs_base"]["p_value"], "n_images": m["n_images"],
-            "provenance": m["provenance"],
+            "provenance": m["provenance"], "method_config": m.get("method_config"),
+            "schedule": m["schedule"], "path": str(p),
         })
     return pd.DataFrame(rows)
 
 
+DETAIL = ["provenance", "method_config", "schedule", "path", "overrides"]  # kept out of CSVs
+
+
+def add_tome_comparison(df: pd.DataFrame, pairs: dict, labels) -> pd.DataFrame:
+    """For each run paired with a ToMe run: Δ top-1 (pp, ours - ToMe) and McNemar's p on the same images."""
+    import torch
+
+    from .metrics import correct, mcnemar
+
+    def corr(path):
+        logits = torch.load(Path(path).with_name("logits.pt"), weights_only=False)["logits"]
+        return correct(logits, labels)
+
+    by_run = df.set_index("run")
+    out = df.copy()
+    out["tome_run"], out["delta_vs_tome"], out["p_vs_tome"] = None, float("nan"), float("nan")
+    for i, row in out.iterrows():
+        tome = pairs.get(row["run"])
+        if tome is None or tome not in by_run.index:
+            continue
+        test = mcnemar(corr(by_run.loc[tome, "path"]), corr(row["path"]))
+        out.at[i, "tome_run"] = tome
+        out.at[i, "delta_vs_tome"] = row["top1"] - by_run.loc[tome, "top1"]
+        out.at[i, "p_vs_tome"] = test["p_value"]
+    return out
+
+
+def _star(p: float) -> str:
+    return r"$^{*}$" if p == p and p < 0.05 else ""
+
+
+def _write_table(tex_path: str, colspec: str, header: str, body: list[str]) -> None:
+    io.write_text(tex_path, "\n".join([rf"\begin{{tabular}}{{{colspec}}}", r"\toprule", header + r" \\", r"\midrule",
+                                        *body, r"\bottomrule", r"\end{tabular}", ""]))
+
+
+def _ci(row) -> str:
+    return f"{row['top1']:.2f} [{row['top1_lo']:.2f}, {row['top1_hi']:.2f}]"
+
+
+def early_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
+    """The seed's headline table: per layer set and r, ToMe vs ours (Top-1, KL, Δmargin), McNemar."""
+    e = df[df.group == "early"]
+    tome = e[e.method == "tome"].set_index(["layers", "r"])
+    ours = e[e.method != "tome"]
+    rows = []
+    for _, o in ours.iterrows():
+        t = tome.loc[(o["layers"], o["r"])]
+        rows.append({"layers": o["layers"], "r": int(o["r"]), "method": o["method"], "gflops_tome": t["gflops"],
+                     "gflops_ours": o["gflops"], "top1_tome": t["top1"], "top1_tome_lo": t["top1_lo"],
+                     "top1_tome_hi": t["top1_hi"], "top1_ours": o["top1"], "top1_ours_lo": o["top1_lo"],
+                     "top1_ours_hi": o["top1_hi"], "delta": o["delta_vs_tome"], "p_vs_tome": o["p_vs_tome"],
+                     "kl_tome": t["kl"], "kl_ours": o["kl"], "dmargin_tome": t["delta_margin"],
+                     "dmargin_ours": o["delta_margin"], "drop_tome": t["drop_pp"], "drop_ours": o["drop_pp"]})
+    t = pd.DataFrame(rows)
+    order = {k: i for i, k in enumerate(dict.fromkeys(e["layers"]))}
+    t = t.sort_values(["layers", "r"], key=lambda c: c.map(order) if c.name == "layers" else c)
+    with io.atomic_path(csv_path) as tmp:
+        t.to_csv(tmp, index=False, float_format="%.6g")
+    body = [f"{r.layers} & {r.r} & {r.top1_tome:.2f} [{r.top1_tome_lo:.1f}, {r.top1_tome_hi:.1f}] & "
+            f"{r.top1_ours:.2f} [{r.top1_ours_lo:.1f}, {r.top1_ours_hi:.1f}] & {r.delta:+.2f}{_star(r.p_vs_tome)} & "
+            f"{r.kl_tome:.4f} & {r.kl_ours:.4f} & {r.dmargin_tome:+.3f} & {r.dmargin_ours:+.3f} \\\\"
+            for r in t.itertuples()]
+    _write_table(tex_path, "lrccrrrrr", r"Layers & $r$ & ToMe Top-1 & Ours Top-1 & $\Delta$ (pp) & KL ToMe & KL ours & "
+                 r"$\Delta$m ToMe & $\Delta$m ours", body)
+    return t
+
+
+def full_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
+    """Full-layer schedules at ToMe's GFLOPs: ToMe r = target vs ours profiles."""
+    f = df[df.group == "full"]
+    tome_runs = set(f["tome_run"].dropna())
+    t = pd.concat([df[df.run.isin(tome_runs)], f])
+    with io.atomic_path(csv_path) as tmp:
+        t.drop(columns=DETAIL).to_csv(tmp, index=False, float_format="%.6g")
+    body = []
+    for _, r in t.iterrows():
+        label = f"ToMe $r={int(r['r'])}$" if r["method"] == "tome" else f"{_tex_escape(r['method'])} ({r['profile']})"
+        delta = "--" if r["method"] == "tome" else f"{r['delta_vs_tome']:+.2f}{_star(r['p_vs_tome'])}"
+        body.append(f"{label} & {r['gflops']:.3f} & {r['rel_cost']:.3f} & {_ci(r)} & {r['drop_pp']:.2f} & {delta} & "
+                    f"{r['kl']:.4f} & {r['delta_margin']:+.3f} \\\\")
+    _write_table(tex_path, "lrrcrrrr", r"Schedule & GFLOPs & RelCost & Top-1 [95\% CI] & Drop & $\Delta$ vs ToMe & KL & "
+                 r"$\Delta$margin", body)
+    return t
+
+
+def ablation_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
+    """Ablations of ours: each variant's knob change, Top-1 with interval, Δ vs ToMe at equal r."""
+    a = df[df.group == "ablations"]
+    with io.atomic_path(csv_path) as tmp:
+        a.drop(columns=DETAIL).to_csv(tmp, index=False, float_format="%.6g")
+    body = []
+    for _, r in a.iterrows():
+        change = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "reference"
+        body.append(f"{_tex_escape(r['run'])} & {_tex_escape(change)} & {r['gflops']:.3f} & {_ci(r)} & "
+                    f"{r['delta_vs_tome']:+.2f}{_star(r['p_vs_tome'])} & {r['kl']:.4f} & {r['delta_margin']:+.3f} \\\\")
+    _write_table(tex_path, "llrcrrr", r"Variant & Change & GFLOPs & Top-1 [95\% CI] & $\Delta$ vs ToMe & KL & "
+                 r"$\Delta$margin", body)
+    return a
+
+
 def _tex_escape(s: str) -> str:
-    return s.replace("_", r"\_")
+    return str(s).replace("_", r"\_")
 
 
 def _method_label(row) -> str:
@@ -96,6 +200,90 @@ def top1_vs_gflops_figure(df: pd.DataFrame, pdf_path: str, png_path: str) -> Non
         with io.atomic_path(path) as tmp:
             fig.savefig(tmp, format=Path(path).suffix[1:], dpi=200)
     plt.close(fig)
+
+
+def _figure_setup():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["pdf.fonttype"] = 42
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    return plt, sns
+
+
+def _save(fig, pdf_path: str, png_path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    for path in (pdf_path, png_path):
+        with io.atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=200)
+    plt.close(fig)
+
+
+def _method_name(m: str) -> str:
+    return {"tome": "ToMe", "none": "baseline"}.get(m, m)
+
+
+def pareto_figure(df: pd.DataFrame, pdf_path: str, png_path: str) -> None:
+    """Top-1 vs GFLOPs of every run, coloured by method, marked by experiment group."""
+    plt, sns = _figure_setup()
+    d = df.assign(Method=df.method.map(_method_name), Group=df.group)
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    sns.scatterplot(data=d, x="gflops", y="top1", hue="Method", style="Group", s=28, ax=ax)
+    # Pareto front over all runs
+    front, best = [], -1.0
+    for _, r in d.sort_values("gflops").iterrows():
+        if r.top1 > best:
+            front.append((r.gflops, r.top1))
+            best = r.top1
+    ax.plot(*zip(*front), color="grey", lw=0.8, ls="--", label="Pareto front")
+    ax.set_xlabel("GFLOPs per image")
+    ax.set_ylabel("Top-1 (%)")
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    _save(fig, pdf_path, png_path)
+
+
+def early_drop_figure(t: pd.DataFrame, pdf_path: str, png_path: str) -> None:
+    """Per layer set and r: drop of ToMe and of ours (bars), from the early table."""
+    plt, sns = _figure_setup()
+    long = pd.concat([t.assign(Method="ToMe", drop=t.drop_tome), t.assign(Method=t.method, drop=t.drop_ours)])
+    g = sns.catplot(data=long, x="layers", y="drop", hue="Method", col="r", kind="bar", height=2.2, aspect=0.8,
+                    legend_out=False)
+    g.set_axis_labels("layer set", "drop (pp)")
+    g.figure.set_size_inches(7.0, 2.4)
+    _save(g.figure, pdf_path, png_path)
+
+
+def rsweep_figure(df: pd.DataFrame, pdf_path: str, png_path: str) -> None:
+    """Drop vs r: early layer sets (ToMe and ours) and ToMe in all layers."""
+    plt, sns = _figure_setup()
+    e = df[df.group == "early"].assign(Method=lambda d: d.method.map(_method_name), Layers=lambda d: d.layers)
+    rep = df[(df.group == "reproduce")].assign(Method="ToMe", Layers="all")
+    d = pd.concat([e, rep])
+    fig, ax = plt.subplots(figsize=(5.0, 3.2))
+    sns.lineplot(data=d, x="r", y="drop_pp", hue="Layers", style="Method", markers=True, ax=ax)
+    ax.set_xlabel("$r$ (tokens removed per reducing block)")
+    ax.set_ylabel("drop vs baseline (pp)")
+    ax.legend(fontsize=6, ncol=2)
+    _save(fig, pdf_path, png_path)
+
+
+def ablation_figure(a: pd.DataFrame, tome_top1: float, pdf_path: str, png_path: str) -> None:
+    plt, sns = _figure_setup()
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    a = a.reset_index(drop=True)
+    ax.bar(range(len(a)), a.top1, yerr=[a.top1 - a.top1_lo, a.top1_hi - a.top1], capsize=2, color="tab:blue")
+    ax.axhline(tome_top1, color="tab:red", ls="--", lw=1, label="ToMe, same $r$")
+    ax.set_xticks(range(len(a)), a.run, rotation=60, ha="right", fontsize=6)
+    lo = min(a.top1_lo.min(), tome_top1) - 1
+    ax.set_ylim(lo, max(a.top1_hi.max(), tome_top1) + 0.5)
+    ax.set_ylabel("Top-1 (%)")
+    ax.legend(fontsize=7)
+    _save(fig, pdf_path, png_path)
 
 
 def _num(v, fmt: str) -> str:

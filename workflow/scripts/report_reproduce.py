@@ -1,4 +1,4 @@
-"""Rule report_reproduce: reproduction table, Top-1-vs-GFLOPs figure and the paper's macros."""
+"""Rule report_reproduce: reproduction table and Top-1-vs-GFLOPs figure."""
 import _paths  # noqa: F401  (puts the project's src/ on sys.path)
 from tokred import report
 from tokred.pipeline import logged
@@ -6,8 +6,6 @@ from tokred.pipeline import logged
 sm = snakemake  # noqa: F821
 with logged(sm.log[0]):
     df = report.load_metrics(sm.input.metrics)
-    csv, tex, fig_pdf, fig_png, macros = sm.output
+    csv, tex, fig_pdf, fig_png = sm.output
     report.reproduce_table(df, csv, tex)
     report.top1_vs_gflops_figure(df, fig_pdf, fig_png)
-    report.write_macros(df, macros, profile=sm.params.profile, model=sm.params.model, data=sm.params.data,
-                        train=sm.params.train, task=sm.params.task, weights=sm.input.weights)

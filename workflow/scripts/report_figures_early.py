@@ -1,0 +1,11 @@
+"""Rule report_figures_early: per-layer-set drop bars and drop-vs-r curves."""
+import _paths  # noqa: F401  (puts the project's src/ on sys.path)
+import pandas as pd
+
+from tokred import report
+from tokred.pipeline import logged
+
+sm = snakemake  # noqa: F821
+with logged(sm.log[0]):
+    report.early_drop_figure(pd.read_csv(sm.input.table), *sm.output[:2])
+    report.rsweep_figure(report.load_metrics(sm.input.metrics), *sm.output[2:])
