@@ -35,6 +35,26 @@ def evaluate_inputs(wc):
     return inputs
 
 
+GROUPS = [g for g in ("early", "full", "ablations") if g in config["experiments"]]
+PAIRS = preflight.comparisons(RUNS)
+
+
+def figure(name):
+    return [f"{R}/figures/{name}.pdf", f"{R}/figures/{name}.png"]
+
+
+def table(name):
+    return [f"{R}/tables/{name}.csv", f"{R}/tables/{name}.tex"]
+
+
+def with_tome_pairs(group):
+    """Metrics of a group plus those of the ToMe runs it is compared with (their logits too)."""
+    runs = [r for (g, r) in RUNS if g == group]
+    tome = sorted({PAIRS[r] for r in runs if r in PAIRS} - set(runs))
+    paths = group_metrics(group) + [run_output("reproduce", t) for t in tome]
+    return {"metrics": paths, "logits": [p.replace("metrics.json", "logits.pt") for p in paths]}
+
+
 wildcard_constraints:
     group=r"[A-Za-z0-9_]+",
     run=r"[A-Za-z0-9_.\-]+",

@@ -1,25 +1,7 @@
 # Tables (CSV + booktabs LaTeX), figures (PDF + PNG) and the macros the paper's text uses.
 # Groups missing from the config produce nothing, and the paper leaves their sections out.
-GROUPS = [g for g in ("early", "full", "ablations") if g in config["experiments"]]
-PAIRS = preflight.comparisons(RUNS)
-
-
-def figure(name):
-    return [f"{R}/figures/{name}.pdf", f"{R}/figures/{name}.png"]
-
-
-def table(name):
-    return [f"{R}/tables/{name}.csv", f"{R}/tables/{name}.tex"]
-
-
-def with_tome_pairs(group):
-    """Metrics of a group plus those of the ToMe runs it is compared with (their logits too)."""
-    runs = [r for (g, r) in RUNS if g == group]
-    tome = sorted({PAIRS[r] for r in runs if r in PAIRS} - set(runs))
-    paths = group_metrics(group) + [run_output("reproduce", t) for t in tome]
-    return {"metrics": paths, "logits": [p.replace("metrics.json", "logits.pt") for p in paths]}
-
-
+# (GROUPS, PAIRS, figure(), table(), with_tome_pairs() live in common.smk.)
+ABLATION_TOME = f"tome_r{config['experiments'].get('ablations', {}).get('r', 0)}"
 REPORT_OUTPUTS = (
     table("reproduce") + figure("top1_vs_gflops") + figure("pareto") + [f"{R}/tables/macros.tex"]
     + (table("early") + figure("early_drop") + figure("rsweep") if "early" in GROUPS else [])
@@ -45,7 +27,6 @@ rule report_group:
     input:
         unpack(lambda wc: with_tome_pairs(wc.group)),
         eval_set=EVAL_SET,
-        reproduce=group_metrics("reproduce"),
     output:
         table("{group}"),
     conda:
@@ -77,7 +58,7 @@ rule report_figures_early:
 rule report_figures_ablations:
     input:
         table=table("ablations")[0],
-        reproduce=group_metrics("reproduce"),
+        reproduce=run_output("reproduce", ABLATION_TOME),
     output:
         figure("ablations"),
     conda:
@@ -85,7 +66,7 @@ rule report_figures_ablations:
     log:
         f"{R}/logs/report_figures_ablations.log",
     params:
-        tome_run=f"tome_r{config['experiments'].get('ablations', {}).get('r', 0)}",
+        tome_run=ABLATION_TOME,
     script:
         "../workflow/scripts/report_figures_ablations.py"
 

@@ -73,6 +73,17 @@ def test_micro_end_to_end_pdf_shows_table_numbers(micro):
     m = yaml.safe_load((res / "runs" / "reproduce" / "tome_r13" / "metrics.json").read_text())
     assert m["provenance"]["config_hash"] and m["provenance"]["torch"] and m["resolved_r"] == [13] * 12
     assert "??" not in text  # every macro the text uses is defined
+    early = pd.read_csv(res / "tables" / "early.csv")
+    assert len(early) == 4 and set(early.layers) == {"L0", "L0-2"}
+    for r in early.itertuples():
+        assert f"{r.top1_ours:.2f}" in text and f"{r.kl_ours:.4f}" in text
+    full = pd.read_csv(res / "tables" / "full.csv")
+    matched = full[full.method != "tome"]
+    assert (abs(matched.gflops / full[full.method == "tome"].gflops.iloc[0] - 1) < 0.01).all()
+    abl = pd.read_csv(res / "tables" / "ablations.csv")
+    assert set(abl.run) == {"ours_size_norm_ref", "space_x", "q_0.4"} and abl.p_vs_tome.notna().all()
+    for name in ("Early-layer reduction", "Full-layer schedules", "Ablations"):
+        assert name in text
     for fig in ("top1_vs_gflops.pdf", "top1_vs_gflops.png"):
         assert (res / "figures" / fig).stat().st_size > 1000
     assert (res / "logs" / "train_embedded.log").read_text().strip()
@@ -89,7 +100,9 @@ def test_changing_one_r_reruns_only_that_run(micro):
     cfg = write_config(tmp / "changed.yaml", "micro.yaml", results_dir=str(tmp / "results"),
                        **{"experiments.reproduce.r": [0, 4, 13, 17]})
     _, out = snakemake("--configfile", str(cfg), "-n")
-    assert job_counts(out) == {"evaluate": 1, "report_reproduce": 1, "paper": 1, "all": 1}
+    # the r-sweep figure and the overview (Pareto, macros) read every ToMe run; nothing else reruns
+    assert job_counts(out) == {"evaluate": 1, "report_reproduce": 1, "report_figures_early": 1,
+                               "report_overview": 1, "paper": 1, "all": 1}
     assert "tome_r17" in out
 
 
@@ -102,7 +115,9 @@ def test_lint_is_clean():
 def test_dry_run_embedded_default_is_fast_and_complete():
     _, out = snakemake("-n")
     counts = job_counts(out)
-    assert counts["train_embedded"] == 1 and counts["evaluate"] == 6 and counts["paper"] == 1
+    assert counts["train_embedded"] == 1 and counts["paper"] == 1
+    # baseline + 5 ToMe r + early 2 methods x 4 layer sets x 5 r + 3 full profiles + 17 ablation runs
+    assert counts["evaluate"] == 1 + 5 + 40 + 3 + 17
 
 
 @pytest.mark.parametrize("override, needle", [

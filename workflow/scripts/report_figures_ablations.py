@@ -7,5 +7,5 @@ from tokred.pipeline import logged
 
 sm = snakemake  # noqa: F821
 with logged(sm.log[0]):
-    rep = report.load_metrics(sm.input.reproduce).set_index("run")
+    rep = report.load_metrics([sm.input.reproduce]).set_index("run")
     report.ablation_figure(pd.read_csv(sm.input.table), rep.loc[sm.params.tome_run, "top1"], *sm.output)
