@@ -72,9 +72,11 @@ class ReducingAttention(Attention):
         return self.attn_drop(attn.softmax(dim=-1))
 
     def attend(self, q, k, v, bias) -> torch.Tensor:
-        if bias is None and self.fused_attn:
-            # No sizes yet (all 1): the fused kernel computes exactly this.
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        if self.fused_attn:
+            # The fused kernel takes proportional attention as an additive mask: same result, and on
+            # CPU much faster than materialising the softmax (timm's fused_attn setting is honoured).
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype),
+                                                  dropout_p=self.attn_drop.p if self.training else 0.0)
         return self.probs(q, k, bias) @ v
 
     def project(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -91,12 +93,15 @@ class ReducingAttention(Attention):
         return self.project(self.attend(q, k, v, self.bias(size, None)), x)
 
 
-def _group_mean(plan: MergePlan, t: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-    """Size-weighted mean per slot of a per-head tensor t [B, H, N, d] -> [B, H, num_out, d]."""
-    B, H, N, d = t.shape
-    flat = t.transpose(1, 2).reshape(B, N, H * d)
-    mean = plan.sum(flat * size) / plan.sum(size)
-    return mean.view(B, plan.num_out, H, d).transpose(1, 2)
+def _group_mean(plan: MergePlan, size: torch.Tensor, *ts: torch.Tensor) -> list[torch.Tensor]:
+    """Size-weighted means per slot of per-head tensors [B, H, N, d] -> [B, H, num_out, d] each.
+
+    All tensors and the sizes go through one scatter (one zero-fill, one pass over the tokens)."""
+    B, H, N, d = ts[0].shape
+    flat = torch.cat([t.transpose(1, 2).reshape(B, N, H * d) * size for t in ts] + [size], dim=-1)
+    sums = plan.sum(flat)
+    mean = sums[..., :-1] / sums[..., -1:]
+    return [m.reshape(B, plan.num_out, H, d).transpose(1, 2) for m in mean.split(H * d, dim=-1)]
 
 
 class ReducingBlock(Block):
@@ -136,14 +141,14 @@ class ReducingBlock(Block):
         elif meth.space == "v":
             s = st.size if st.size is not None else x.new_ones(x.shape[0], x.shape[1], 1)
             probs = probs if probs is not None else attn.probs(q, k, bias)
-            v_g = _group_mean(plan, v, s)
+            (v_g,) = _group_mean(plan, s, v)
             idx = plan.index[:, None, :, None].expand(-1, v.shape[1], -1, v.shape[-1])
             out = probs @ v_g.gather(2, idx)  # each token's value replaced by its group's mean
         else:  # kv: attend over merged keys/values, one output row per query
             s = st.size if st.size is not None else x.new_ones(x.shape[0], x.shape[1], 1)
             s_group = plan.sum(s)
-            k_g, v_g = _group_mean(plan, k, s), _group_mean(plan, v, s)
-            out = attn.probs(q, k_g, attn.bias(s_group, meth.temperature) if meth.prop_attn else None) @ v_g
+            k_g, v_g = _group_mean(plan, s, k, v)
+            out = attn.attend(q, k_g, v_g, attn.bias(s_group, meth.temperature) if meth.prop_attn else None)
         x = x + self.drop_path1(self.ls1(attn.project(out, xn)))
 
         if plan is not None:

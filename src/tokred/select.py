@@ -29,20 +29,18 @@ def hquota_ff_keep(phi: torch.Tensor, size: torch.Tensor | None, keep: int, q: f
         return torch.arange(n, device=phi.device).expand(B, n)
     score = phi.sum(-1) * (size[..., 0] if size is not None else 1.0)
     n_hub = min(keep, max(1, math.ceil(q * keep))) if keep > 0 else 0
-    hubs = score.topk(n_hub, dim=-1, sorted=True).indices  # ties: topk is not index-stable; rare
-    kept = torch.zeros(B, n, dtype=torch.bool, device=phi.device)
-    kept.scatter_(1, hubs, torch.ones_like(hubs, dtype=torch.bool))  # tensor src: jit-traceable
-    if keep > n_hub:
-        u = F.normalize(phi, dim=-1)
-        # squared distance of unit vectors: 2 - 2 cos; min over the hubs
-        d = (2 - 2 * u @ u.gather(1, hubs[..., None].expand(-1, -1, u.shape[-1])).transpose(1, 2)).amin(-1)
-        for _ in range(keep - n_hub):
-            d = d.masked_fill(kept, -1.0)
-            pick = d.argmax(dim=-1)  # first maximal index: ties by lower index
-            kept[torch.arange(B, device=phi.device), pick] = True
-            new = u.gather(1, pick[:, None, None].expand(-1, 1, u.shape[-1]))
-            d = torch.minimum(d, (2 - 2 * (u @ new.transpose(1, 2)))[..., 0])
-    return kept.nonzero()[:, 1].view(B, keep)
+    hubs = score.topk(n_hub, dim=-1, sorted=True).indices
+    u = F.normalize(phi, dim=-1)
+    # Squared distances of unit vectors (2 - 2 cos) in one matmul; the diagonal is set to -1 so that
+    # a picked token's running distance drops to -1 and it can never be picked again.
+    dist = (2 - 2 * u @ u.transpose(1, 2)).clamp_min(0)
+    dist = torch.where(torch.eye(n, dtype=torch.bool, device=phi.device), torch.full_like(dist, -1.0), dist)
+    # running distance to the kept set = min over the hubs' rows
+    d = dist.gather(1, hubs[..., None].expand(-1, -1, n)).amin(1)
+    for _ in range(keep - n_hub):  # three batched ops per pick; the loop is over picks, not images
+        pick = d.argmax(dim=-1, keepdim=True)  # first maximal index: ties go to the lower index
+        d = torch.minimum(d, dist.gather(1, pick[..., None].expand(-1, 1, n))[:, 0])  # gather: fast on CPU
+    return (d < -0.5).nonzero()[:, 1].view(B, keep)
 
 
 def assign_plan(match: torch.Tensor, keep_idx: torch.Tensor, num_protected: int, topr: int | None = None
