@@ -191,3 +191,12 @@ def test_paper_profile_end_to_end_on_loopback(tmp_path, hub):
     assert table.set_index("run").loc["tome_r13", "gflops"] == pytest.approx(2.712, rel=0.005)
     assert table.n_images.iloc[0] == 6
     assert (res / "paper" / "paper.pdf").exists()
+
+
+def test_dag_build_imports_no_torch():
+    """The checks the Snakefile runs while building the DAG stay light (no torch, no timm)."""
+    code = ("import sys, yaml; sys.path.insert(0, 'src'); from tokred import preflight; "
+            "cfg = yaml.safe_load(open('config/config.yaml')); preflight.check_config(cfg); "
+            "preflight.comparisons(preflight.expand_runs(cfg)); "
+            "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'heavy import'")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

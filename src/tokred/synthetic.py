@@ -24,7 +24,6 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
 TASKS = ("count_disks",)
 
@@ -254,7 +253,7 @@ def _one_image(t: dict, seed: int, stream: int, index: int) -> tuple[np.ndarray,
 
 
 def make_images(task: dict, n: int, seed: int, start: int = 0, *, stream: str = "eval"
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                ) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Images uint8 [n, 3, H, W] and labels int64 [n] for global indices start .. start+n-1.
 
     Image ``start+i`` depends only on (task, seed, stream, start+i). ``stream`` is "eval" for
@@ -270,4 +269,6 @@ def make_images(task: dict, n: int, seed: int, start: int = 0, *, stream: str = 
     labels = np.empty(int(n), dtype=np.int64)
     for i in range(int(n)):
         images[i], labels[i] = _one_image(t, seed, _STREAMS[stream], int(start) + i)
+    import torch  # here, not at import: the Snakefile validates tasks without loading torch
+
     return torch.from_numpy(images), torch.from_numpy(labels)
