@@ -240,7 +240,7 @@ def test_selection_work_is_counted():
 
 
 def test_presets_and_bad_knobs():
-    assert PRESETS["tome"].is_tome and not PRESETS["ours_size_norm"].is_tome
+    assert PRESETS["tome"].selector == "bipartite" and PRESETS["ours_size_norm"].selector == "hquota_ff"
     with pytest.raises(ValueError, match="space"):
         tokred.patch(model(), "hquota_ff", r=1, space="qk")
     with pytest.raises(ValueError, match="unknown method key"):

@@ -43,14 +43,6 @@ class MergePlan:
         return out.scatter_reduce_(1, self._expand(x.shape[-1]), x, reduce="amax", include_self=False)
 
 
-def merge_wavg(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Size-weighted average of the merged tokens; sizes add up (ToMe's merge_wavg)."""
-    if size is None:
-        size = x.new_ones(x.shape[0], x.shape[1], 1)
-    new_size = plan.sum(size)
-    return plan.sum(x * size) / new_size, new_size
-
-
 def merge_source(plan: MergePlan, source: torch.Tensor | None, num_tokens: int) -> torch.Tensor:
     """Track which input tokens each current token holds: source [B, tokens, input tokens] (0/1)."""
     if source is None:
@@ -118,7 +110,7 @@ def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, me
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge hidden states with the method's rule (SPEC §3.3); sizes always add up as counts.
 
-    The default rule (size-weighted average) is ToMe's `merge_wavg`. Other rules: norm-aware weights,
+    The default rule is ToMe's size-weighted average (its `merge_wavg`). Other rules: norm-aware weights,
     push-lite (a kept token moves part-way towards the mean of what it absorbs), eta damping,
     re-centring of the patch tokens' size-weighted mean, and an L2 clip of merged tokens.
     """

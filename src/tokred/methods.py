@@ -71,17 +71,6 @@ class Method:
                 raise ValueError(f"method key 'push': expected (alpha>=0, beta0>=0, delta), got {self.push!r}")
             object.__setattr__(self, "push", tuple(float(v) for v in self.push))
 
-    @property
-    def is_tome(self) -> bool:
-        """The exact official-ToMe path (used for its bit-level equivalence)."""
-        return (self.selector == "bipartite" and self.space == "x" and self.size_mode == "avg"
-                and self.push is None and self.eta == 0 and not self.recenter and self.clip_tau is None
-                and self.temperature is None and self.match == "k" and self.topr is None)
-
-    @property
-    def needs_attention(self) -> bool:
-        return self.selector == "hquota_ff"
-
     def replace(self, **kw) -> "Method":
         unknown = sorted(set(kw) - {f.name for f in dataclasses.fields(self)})
         if unknown:

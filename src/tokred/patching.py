@@ -9,8 +9,6 @@ data (`tokred.methods.Method`), not a copy of the block.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
@@ -43,9 +41,6 @@ class ReductionState:
             self._resolved[num_patches] = schedule.resolve(
                 self.num_layers, num_patches, self.r, keep=self.keep, layers=self.layers)
         return self._resolved[num_patches]
-
-    def describe(self) -> dict[str, Any]:
-        return {"method": self.method.as_dict(), "r": self.r, "keep": self.keep, "layers": self.layers}
 
 
 class ReducingAttention(Attention):

@@ -140,10 +140,6 @@ def _tex_escape(s: str) -> str:
     return str(s).replace("_", r"\_")
 
 
-def _method_label(row) -> str:
-    return "baseline" if row["method"] == "none" else f"{'ToMe' if row['method'] == 'tome' else row['method']}"
-
-
 def reproduce_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
     """Baseline + ToMe r-sweep: GFLOPs, Top-1 with 95% interval, paired drop, KL, Δmargin."""
     t = df.sort_values(["group", "gflops"], ascending=[True, False]).copy()
@@ -161,7 +157,7 @@ def reproduce_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFr
         sig = r"$^{*}$" if row["group"] != "baseline" and row["mcnemar_p"] < 0.05 else ""
         drop = "--" if row["group"] == "baseline" else f"{row['drop_pp']:.2f} $\\pm$ {row['drop_se_pp']:.2f}{sig}"
         lines.append(
-            f"{_method_label(row)} & {r} & {row['gflops']:.3f} & {row['rel_cost']:.3f} & "
+            f"{_method_name(row['method'])} & {r} & {row['gflops']:.3f} & {row['rel_cost']:.3f} & "
             f"{row['top1']:.2f} [{row['top1_lo']:.2f}, {row['top1_hi']:.2f}] & {drop} & "
             f"{row['kl']:.4f} & {row['delta_margin']:+.3f} & {row['agreement']:.2f} \\\\")
         if row["group"] == "baseline":
@@ -169,37 +165,6 @@ def reproduce_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFr
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     io.write_text(tex_path, "\n".join(lines))
     return t
-
-
-def top1_vs_gflops_figure(df: pd.DataFrame, pdf_path: str, png_path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    matplotlib.rcParams["pdf.fonttype"] = 42  # embed TrueType: selectable text in the PDF
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, ax = plt.subplots(figsize=(4.2, 3.0))
-    runs = df[df.group != "baseline"].sort_values("gflops")
-    base = df[df.group == "baseline"].iloc[0]
-    for method, g in runs.groupby("method"):
-        label = "ToMe" if method == "tome" else method
-        ax.errorbar(g.gflops, g.top1, yerr=[g.top1 - g.top1_lo, g.top1_hi - g.top1], marker="o", ms=4,
-                    capsize=2, lw=1.2, label=label)
-        for _, row in g.iterrows():
-            ax.annotate(f"r={int(row['r'])}", (row.gflops, row.top1), textcoords="offset points", xytext=(3, 4),
-                        fontsize=6)
-    ax.errorbar([base.gflops], [base.top1], yerr=[[base.top1 - base.top1_lo], [base.top1_hi - base.top1]],
-                marker="*", ms=9, color="black", capsize=2, ls="none", label="baseline (unpatched)")
-    ax.set_xlabel("GFLOPs per image (fvcore)")
-    ax.set_ylabel("Top-1 (%)")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    for path in (pdf_path, png_path):
-        with io.atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=200)
-    plt.close(fig)
 
 
 def _figure_setup():
@@ -226,6 +191,26 @@ def _save(fig, pdf_path: str, png_path: str) -> None:
 
 def _method_name(m: str) -> str:
     return {"tome": "ToMe", "none": "baseline"}.get(m, m)
+
+
+def top1_vs_gflops_figure(df: pd.DataFrame, pdf_path: str, png_path: str) -> None:
+    """The ToMe r-sweep: Top-1 (95% interval) against GFLOPs, baseline marked."""
+    plt, _ = _figure_setup()
+    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    runs = df[df.group != "baseline"].sort_values("gflops")
+    base = df[df.group == "baseline"].iloc[0]
+    for method, g in runs.groupby("method"):
+        ax.errorbar(g.gflops, g.top1, yerr=[g.top1 - g.top1_lo, g.top1_hi - g.top1], marker="o", ms=4,
+                    capsize=2, lw=1.2, label=_method_name(method))
+        for _, row in g.iterrows():
+            ax.annotate(f"r={int(row['r'])}", (row.gflops, row.top1), textcoords="offset points", xytext=(3, 4),
+                        fontsize=6)
+    ax.errorbar([base.gflops], [base.top1], yerr=[[base.top1 - base.top1_lo], [base.top1_hi - base.top1]],
+                marker="*", ms=9, color="black", capsize=2, ls="none", label="baseline (unpatched)")
+    ax.set_xlabel("GFLOPs per image (fvcore)")
+    ax.set_ylabel("Top-1 (%)")
+    ax.legend(fontsize=7, loc="lower right")
+    _save(fig, pdf_path, png_path)
 
 
 def pareto_figure(df: pd.DataFrame, pdf_path: str, png_path: str) -> None:
@@ -286,10 +271,6 @@ def ablation_figure(a: pd.DataFrame, tome_top1: float, pdf_path: str, png_path: 
     _save(fig, pdf_path, png_path)
 
 
-def _num(v, fmt: str) -> str:
-    return format(v, fmt)
-
-
 METRIC_FORMATS = {"top1": ".2f", "top1_lo": ".2f", "top1_hi": ".2f", "drop_pp": ".2f", "drop_se_pp": ".2f",
                   "kl": ".4f", "delta_margin": ".3f", "agreement": ".2f", "gflops": ".3f", "rel_cost": ".3f",
                   "mcnemar_p": ".3g"}
@@ -307,7 +288,7 @@ def write_macros(df: pd.DataFrame, path: str, *, profile: str, model: dict, data
 
     for _, row in df.iterrows():
         for key, fmt in METRIC_FORMATS.items():
-            define(f"{row['run']}@{key}", _num(row[key], fmt))
+            define(f"{row['run']}@{key}", format(row[key], fmt))
         if not pd.isna(row["r"]):
             define(f"{row['run']}@r", str(int(row["r"])))
     prov = df.iloc[0]["provenance"]
