@@ -9,8 +9,9 @@ from timm.models.vision_transformer import VisionTransformer
 
 import tokred
 from tokred.merge import MergePlan, merge_tokens
+from tokred import schedule
 from tokred.methods import PRESETS, resolve_method
-from tokred.select import assign_plan, hquota_ff_keep
+from tokred.select import assign_plan, head_inflow, hquota_ff_keep
 
 KW = dict(img_size=112, patch_size=8, embed_dim=48, depth=4, num_heads=3, num_classes=10)
 OURS = ["hquota_ff", "ours_size_norm"]
@@ -169,25 +170,15 @@ def test_kv_attention_equals_direct_computation_on_merged_keys_values():
     m = tokred.patch(model(), "hquota_ff", r=[50, 0, 0, 0])
     blk = m.blocks[0]
     tokens = embed(m, images(2, seed=9))
-    captured = {}
-    orig = blk.attn.probs
-
-    def spy(q, k, bias):
-        out = orig(q, k, bias)
-        captured.setdefault("calls", []).append((q, k, bias, out))
-        return out
-
-    blk.attn.probs = spy
     with torch.no_grad():
         m._tokred.reset()
         y = blk(tokens)
-    del blk.attn.probs
-    # Rebuild by hand: plan from the first (full) attention, then merged K/V per group.
-    q, k, _, full = captured["calls"][0]
+    # Rebuild by hand: plan from the explicit full attention, then merged K/V per group.
     with torch.no_grad():
         xn = blk.norm1(tokens)
         qh, kh, vh = blk.attn.heads(xn)
-        plan = blk._hquota_plan(full, kh, tokens, None, 50)
+        phi = blk.attn.inflow(qh, kh, vh, None)[0]  # the selector must see the same phi as the block
+        plan = blk._hquota_plan(phi, kh, tokens, None, 50)
         H, d = qh.shape[1], qh.shape[-1]
         out = torch.empty_like(qh)
         for b in range(2):
@@ -247,3 +238,37 @@ def test_presets_and_bad_knobs():
         tokred.patch(model(), "hquota_ff", r=1, quota=0.3)
     with pytest.raises(ValueError, match="topr"):
         assign_plan(torch.randn(1, 11, 4), torch.tensor([[0, 1]]), 1, topr=1)
+
+
+@pytest.mark.parametrize("with_size", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_inflow_equals_explicit_attention_sums(with_size, dtype):
+    """The fused-kernel inflow (two flash calls, no N x N matrix) equals summing the explicit softmax."""
+    attn = tokred.patch(model().to(dtype), "hquota_ff", r=0).blocks[0].attn
+    g = torch.Generator().manual_seed(11)
+    q, k, v = (torch.randn(3, 6, 57, 16, generator=g, dtype=dtype) for _ in range(3))
+    size = torch.randint(1, 5, (3, 57, 1), generator=g).to(dtype) if with_size else None
+    bias = attn.bias(size, None)
+    with torch.no_grad():
+        phi, out, _ = attn.inflow(q, k, v, bias)
+        probs = attn.probs(q, k, bias)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(phi, head_inflow(probs), atol=tol, rtol=tol)
+    torch.testing.assert_close(out, probs @ v, atol=tol, rtol=tol)
+    torch.testing.assert_close(phi.sum(1), torch.full_like(phi.sum(1), 57.0), atol=1e-3, rtol=0)  # rows sum to 1
+
+
+@pytest.mark.parametrize("meth", ["tome", "ours_size_norm"])
+def test_tile_rounding_through_patch(meth):
+    """patch(tile=8): every reducing block leaves a multiple of 8 tokens (CLS included)."""
+    m = tokred.patch(model(), meth, r=13, tile=8)
+    counts = []
+    hooks = [b.register_forward_hook(lambda mod, inp, out: counts.append(out.shape[1])) for b in m.blocks]
+    with torch.no_grad():
+        m(images(2, seed=3))
+    for h in hooks:
+        h.remove()
+    rs = m._tokred.rs
+    assert rs == schedule.resolve(len(m.blocks), 196, 13, tile=8)
+    assert all(c % 8 == 0 for c, r in zip(counts, rs) if r) and any(rs)
+    assert counts == [197 - sum(rs[:i + 1]) for i in range(len(rs))]

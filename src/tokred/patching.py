@@ -18,13 +18,17 @@ from .merge import MergePlan, bipartite_plan, merge_source, merge_tokens
 from .methods import Method, resolve_method
 from .select import assign_plan, head_inflow, hquota_ff_keep
 
+# The CPU flash-attention kernel also returns the log-sum-exp of every query's scores, which gives
+# the selector's inflow without materialising the N x N attention matrix (see `inflow`).
+_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
 
 class ReductionState:
     """Per-model settings plus the per-forward token state shared by all patched blocks."""
 
-    def __init__(self, method: Method, r, keep, layers, trace_source: bool, num_protected: int,
+    def __init__(self, method: Method, r, keep, layers, tile, trace_source: bool, num_protected: int,
                  num_layers: int):
-        self.method, self.r, self.keep, self.layers = method, r, keep, layers
+        self.method, self.r, self.keep, self.layers, self.tile = method, r, keep, layers, tile
         self.trace_source = trace_source
         self.num_protected, self.num_layers = num_protected, num_layers
         self._resolved: dict[int, list[int]] = {}
@@ -39,7 +43,8 @@ class ReductionState:
         """Resolved r per block for this input's patch count (cached: resolution is pure)."""
         if num_patches not in self._resolved:
             self._resolved[num_patches] = schedule.resolve(
-                self.num_layers, num_patches, self.r, keep=self.keep, layers=self.layers)
+                self.num_layers, num_patches, self.r, keep=self.keep, layers=self.layers, tile=self.tile,
+                num_protected=self.num_protected)
         return self._resolved[num_patches]
 
 
@@ -65,6 +70,28 @@ class ReducingAttention(Attention):
         if bias is not None:
             attn = attn + bias
         return self.attn_drop(attn.softmax(dim=-1))
+
+    def inflow(self, q, k, v, bias, need_out: bool = True):
+        """(phi [B, N, H], A @ V, A): attention received by each token per head, the attention output
+        (None when not `need_out` and it would cost extra) and the attention matrix (None on the fast path).
+
+        Fast path (CPU, fused attention on): with lse_i = log sum_j exp(S_ij) from the forward call,
+        phi_j = sum_i exp(S_ij - lse_i) = exp(b_j) * exp(lse'_j), where lse' is the log-sum-exp of the
+        transposed problem (keys as queries, queries as keys, additive mask -lse_i). Two fused calls
+        instead of an explicit softmax over [B, H, N, N]; equal to `head_inflow(probs)` up to rounding.
+        FLOP counting (tracing) takes the explicit path, so the count is that of the method, not of
+        this implementation trick.
+        """
+        if (_FLASH_CPU is not None and self.fused_attn and q.device.type == "cpu" and not self.training
+                and not torch.jit.is_tracing()):
+            mask = None if bias is None else bias.to(q.dtype)
+            out, lse = _FLASH_CPU(q, k, v, attn_mask=mask, scale=self.scale)
+            _, lse_t = _FLASH_CPU(k, q, v, attn_mask=(-lse.to(q.dtype))[:, :, None, :].contiguous(), scale=self.scale)
+            if bias is not None:
+                lse_t = lse_t + bias[:, :, 0, :]
+            return lse_t.exp().transpose(1, 2), out, None
+        probs = self.probs(q, k, bias)
+        return head_inflow(probs), probs @ v if need_out else None, probs
 
     def attend(self, q, k, v, bias) -> torch.Tensor:
         if self.fused_attn:
@@ -118,27 +145,24 @@ class ReducingBlock(Block):
         q, k, v = attn.heads(xn)
         bias = attn.bias(size, meth.temperature)
 
-        plan = None
+        plan, out, probs = None, None, None
         if r > 0 and meth.selector == "bipartite":
+            if meth.topr is not None:
+                raise ValueError("topr applies to the hquota_ff selector only")
             metric = k.mean(1) if meth.match == "k" else F.normalize(x, dim=-1)
             plan = bipartite_plan(metric, r, st.num_protected)
-            if plan is not None and meth.topr is not None:
-                raise ValueError("topr applies to the hquota_ff selector only")
-            probs = None
         elif r > 0:
-            probs = attn.probs(q, k, bias)
-            plan = self._hquota_plan(probs, k, x, st.size, r)
-        else:
-            probs = None
+            phi, out, probs = attn.inflow(q, k, v, bias, need_out=meth.space == "x")
+            plan = self._hquota_plan(phi, k, x, st.size, r)
 
         if plan is None or meth.space == "x":
-            out = probs @ v if probs is not None else attn.attend(q, k, v, bias)
-        elif meth.space == "v":
+            out = out if out is not None else attn.attend(q, k, v, bias)
+        elif meth.space == "v":  # each token's value replaced by its group's size-weighted mean
             s = st.size if st.size is not None else x.new_ones(x.shape[0], x.shape[1], 1)
-            probs = probs if probs is not None else attn.probs(q, k, bias)
             (v_g,) = _group_mean(plan, s, v)
             idx = plan.index[:, None, :, None].expand(-1, v.shape[1], -1, v.shape[-1])
-            out = probs @ v_g.gather(2, idx)  # each token's value replaced by its group's mean
+            v_rep = v_g.gather(2, idx)
+            out = probs @ v_rep if probs is not None else attn.attend(q, k, v_rep, bias)
         else:  # kv: attend over merged keys/values, one output row per query
             s = st.size if st.size is not None else x.new_ones(x.shape[0], x.shape[1], 1)
             s_group = plan.sum(s)
@@ -154,13 +178,12 @@ class ReducingBlock(Block):
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x
 
-    def _hquota_plan(self, probs, k, x, size, r) -> MergePlan:
+    def _hquota_plan(self, phi, k, x, size, r) -> MergePlan:
         st, meth = self._tokred, self._tokred.method
         p = st.num_protected
         n = x.shape[1] - p
         r = min(r, n // 2)
-        phi = head_inflow(probs)[:, p:]
-        keep_idx = hquota_ff_keep(phi, size[:, p:] if size is not None else None, n - r, meth.q)
+        keep_idx = hquota_ff_keep(phi[:, p:], size[:, p:] if size is not None else None, n - r, meth.q)
         match = k.mean(1) if meth.match == "k" else x
         return assign_plan(match, keep_idx, p, meth.topr)
 
@@ -179,12 +202,13 @@ def _reducing_model_class(cls: type) -> type:
 
 
 def patch(model: VisionTransformer, method: str | Method = "tome", r=None, *, keep=None, layers=None,
-          trace_source: bool = False, **method_overrides) -> VisionTransformer:
+          tile: int | None = None, trace_source: bool = False, **method_overrides) -> VisionTransformer:
     """Patch a timm VisionTransformer in place for token reduction and return it.
 
     method: a preset name ("tome", "hquota_ff", "ours_size_norm", "ours") or a `Method`; keyword
         overrides set single knobs (e.g. q=0.4, space="v", prop_attn=False), see `tokred.methods`.
     r / keep / layers: the schedule (see `tokred.schedule`); r=0 leaves the output unchanged.
+    tile: round every block's kept token count (CLS included) to a multiple of `tile` (hardware tiles).
     trace_source: keep `model._tokred.source` [B, tokens, input tokens] for visualisations.
     Calling patch again re-configures; `unpatch` restores the original model.
     """
@@ -199,8 +223,9 @@ def patch(model: VisionTransformer, method: str | Method = "tome", r=None, *, ke
         if type(b) not in (Block, ReducingBlock) or type(b.attn) not in (Attention, ReducingAttention):
             raise TypeError(f"patch supports timm Block/Attention only; block {i} is "
                             f"{type(b).__name__}/{type(b.attn).__name__}")
-    schedule.resolve(len(blocks), model.patch_embed.num_patches, r, keep=keep, layers=layers)  # fail early
-    state = ReductionState(meth, r, keep, layers, trace_source, num_protected=model.num_prefix_tokens,
+    schedule.resolve(len(blocks), model.patch_embed.num_patches, r, keep=keep, layers=layers, tile=tile,
+                     num_protected=model.num_prefix_tokens)  # fail early
+    state = ReductionState(meth, r, keep, layers, tile, trace_source, num_protected=model.num_prefix_tokens,
                            num_layers=len(blocks))
     model.__class__ = _reducing_model_class(model.__class__)
     model._tokred = state

@@ -37,9 +37,11 @@ def hquota_ff_keep(phi: torch.Tensor, size: torch.Tensor | None, keep: int, q: f
     dist = torch.where(torch.eye(n, dtype=torch.bool, device=phi.device), torch.full_like(dist, -1.0), dist)
     # running distance to the kept set = min over the hubs' rows
     d = dist.gather(1, hubs[..., None].expand(-1, -1, n)).amin(1)
-    for _ in range(keep - n_hub):  # three batched ops per pick; the loop is over picks, not images
-        pick = d.argmax(dim=-1, keepdim=True)  # first maximal index: ties go to the lower index
-        d = torch.minimum(d, dist.gather(1, pick[..., None].expand(-1, 1, n))[:, 0])  # gather: fast on CPU
+    rows = dist.view(B * n, n)
+    offset = torch.arange(B, device=phi.device) * n
+    for _ in range(keep - n_hub):  # four batched ops per pick; the loop is over picks, not images
+        pick = d.argmax(dim=-1)  # first maximal index: ties go to the lower index
+        d = torch.minimum(d, rows.index_select(0, pick + offset))  # each image's picked row
     return (d < -0.5).nonzero()[:, 1].view(B, keep)
 
 
