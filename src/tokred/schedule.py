@@ -9,6 +9,7 @@ block (protected CLS/distill tokens excluded). Forms (SPEC §2, §3.4):
 - ``[8, 8, 4, ...]``          explicit per-block list, padded with zeros
 - ``keep=0.6`` / ``keep=[...]`` per-block keep ratio κ_l: r_l = min(round((1-κ_l)·n_l), n_l // 2)
 - ``layers="L0-2"``           restrict any of the above to a layer set (others get r = 0)
+- ``tile=8``                  round every kept count (protected tokens included) to a tile multiple
 - named keep profiles (``uniform``, ``early``, ``mid``, ``late``): `profile_keep`
 """
 from __future__ import annotations
@@ -76,11 +77,52 @@ def profile_keep(name: str, num_layers: int, keep: float, *, early_boost: float 
     raise ValueError(f"schedule profile {name!r}: expected one of {PROFILES}")
 
 
-def resolve(num_layers: int, num_patches: int, r=None, *, keep=None, layers=None) -> list[int]:
+def _tile_r(target_total: int, total_in: int, cap: int, tile: int) -> int | None:
+    """r giving the tile multiple nearest `target_total` (ties: the larger) among totals reachable with
+    0 <= r <= cap from `total_in` tokens; None when no multiple is reachable."""
+    lo = (target_total // tile) * tile
+    hi = lo if lo == target_total else lo + tile
+    # The reachable totals form an interval around target_total, so if lo (hi) is out of reach every
+    # smaller (larger) multiple is too: lo and hi are the only candidates.
+    for total in sorted({lo, hi}, key=lambda t: (abs(t - target_total), -t)):
+        if 0 <= total_in - total <= cap:
+            return total_in - total
+    return None
+
+
+def _apply_tile(rs: list[int], num_patches: int, tile: int, num_protected: int) -> list[int]:
+    out, n, n_plain = [], num_patches, num_patches
+    for ri in rs:
+        n_plain -= ri  # patch tokens the unrounded schedule keeps after this block
+        r = 0
+        if ri > 0:
+            cap = n // 2
+            r = _tile_r(n_plain + num_protected, n + num_protected, cap, tile)
+            if r is None:
+                r = min(max(n - n_plain, 0), cap)
+        out.append(r)
+        n -= r
+    return out
+
+
+def resolve(num_layers: int, num_patches: int, r=None, *, keep=None, layers=None, tile: int | None = None,
+            num_protected: int = 1) -> list[int]:
     """Resolve a schedule to the r actually applied in each block (caps included).
 
     `num_patches` is the number of non-protected tokens entering block 0.
+
+    Tile rounding (`tile`, default None: off). Every reducing block's r is adjusted so that the
+    tokens kept after it, counting the `num_protected` CLS/distill tokens, are the multiple of `tile`
+    nearest to what the *unrounded* schedule keeps after that block (ties: keep more), among the
+    counts reachable with 0 <= r <= (patch tokens entering the block) // 2. Rounding errors therefore
+    do not accumulate: the schedule (and its GFLOPs) tracks the unrounded one within half a tile per
+    block. If no multiple is reachable, the block removes what the unrounded schedule would (within
+    the cap). Blocks with r = 0 before rounding stay 0.
     """
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
+        raise ValueError(f"schedule tile: expected a positive int or None, got {tile!r}")
+    if isinstance(num_protected, bool) or not isinstance(num_protected, int) or num_protected < 0:
+        raise ValueError(f"schedule num_protected: expected an int >= 0, got {num_protected!r}")
     if (r is None) == (keep is None):
         raise ValueError("schedule: give exactly one of r or keep")
     if keep is not None:
@@ -123,6 +165,8 @@ def resolve(num_layers: int, num_patches: int, r=None, *, keep=None, layers=None
         ri = min(ri, n // 2)
         out.append(ri)
         n -= ri
+    if tile is not None:
+        out = _apply_tile(out, num_patches, tile, num_protected)
     return out
 
 
