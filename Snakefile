@@ -22,6 +22,8 @@ include: "rules/weights.smk"
 include: "rules/data.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/ood.smk"
+include: "rules/profile.smk"
 include: "rules/paper.smk"
 
 
@@ -29,4 +31,4 @@ rule all:
     default_target: True
     input:
         PAPER_PDF,
-        REPORT_OUTPUTS,
+        PAPER_INPUTS,

@@ -1,5 +1,8 @@
 # Shared state for all rules: paths, the run list, and pre-flight checks that fail before any job
 # runs (bad task keys, missing dataset paths) with a message naming the config key.
+import math
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +23,18 @@ preflight.check_config(config)
 RUNS = preflight.expand_runs(config)
 
 
+def scaled_threads(n):
+    """Threads to declare for a job that runs `n` torch threads: scaled up when --cores exceeds this
+    machine's CPUs, so Snakemake never runs more such jobs at once than the CPUs hold (`--cores 8`
+    on 2 cores would otherwise run 4 two-thread jobs and slow every one of them down)."""
+    cpus = os.cpu_count() or 1
+    cores = workflow.cores if isinstance(workflow.cores, int) else cpus
+    return n if cores <= cpus else min(cores, math.ceil(n * cores / cpus))
+
+
+EVAL_THREADS = config["eval"].get("threads", 2)
+
+
 def run_output(group, run, kind="metrics.json"):
     return f"{R}/runs/{group}/{run}/{kind}"
 
@@ -28,11 +43,26 @@ def group_metrics(group):
     return [run_output(g, r) for (g, r) in RUNS if g == group]
 
 
+def schedule_file(method, match):
+    return f"{R}/schedules/{preflight.schedule_name(method, match)}.json"
+
+
 def evaluate_inputs(wc):
     inputs = {"weights": WEIGHTS, "eval_set": EVAL_SET}
     if (wc.group, wc.run) != BASELINE:
         inputs["base_logits"] = run_output(*BASELINE, "logits.pt")
+    spec = RUNS[(wc.group, wc.run)]
+    if "match" in spec:
+        inputs["schedule"] = schedule_file(spec["method"], spec["match"])
     return inputs
+
+
+# FLOPs-matched schedules, solved once each: those of the runs, the OOD runs and the profiling jobs.
+PROFILING = config.get("profiling")
+SCHEDULES = preflight.matched_schedules(
+    {**RUNS, **{("ood", r["name"]): r for r in preflight.ood_runs(config)},
+     **{("profiling", m): {"method": m, "match": {"tome_r": PROFILING["target_r"], "profile": "uniform", "profile_kw": {}}}
+        for m in (PROFILING or {}).get("methods", [])}})
 
 
 GROUPS = [g for g in ("early", "full", "ablations") if g in config["experiments"]]

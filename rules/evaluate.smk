@@ -13,8 +13,29 @@ rule evaluate:
     params:
         run=lambda wc: RUNS[(wc.group, wc.run)],
         cfg={k: config[k] for k in ("seed", "model", "data", "task", "train", "eval") if k in config},
-    threads: config["eval"].get("threads", 2)
+        torch_threads=EVAL_THREADS,
+    threads: scaled_threads(EVAL_THREADS)
     resources:
         mem_mb=3000,
     script:
         "../workflow/scripts/evaluate.py"
+
+
+# A keep profile solved to ToMe's GFLOPs at some r on this model (SPEC §3.4), shared by every run using it.
+rule solve_schedule:
+    input:
+        weights=WEIGHTS,
+    output:
+        f"{R}/schedules/{{schedule}}.json",
+    conda:
+        "../environment.yml"
+    log:
+        f"{R}/logs/schedules/{{schedule}}.log",
+    params:
+        spec=lambda wc: SCHEDULES[wc.schedule],
+        cfg={k: config[k] for k in ("seed", "model", "data", "task", "train") if k in config},
+    wildcard_constraints:
+        schedule="|".join(re.escape(s) for s in SCHEDULES) or "none",
+    threads: 1
+    script:
+        "../workflow/scripts/solve_schedule.py"

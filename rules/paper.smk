@@ -2,12 +2,13 @@
 # latexmk in a build folder; the PDF is moved into place only when the build succeeded.
 PAPER_PDF = f"{R}/paper/paper.pdf"
 PAPER_BUILD = f"{R}/paper/build"
+PAPER_INPUTS = REPORT_OUTPUTS + OOD_OUTPUTS + PROFILE_OUTPUTS
 
 
 rule paper:
     input:
         tex="paper/main.tex",
-        generated=REPORT_OUTPUTS,
+        generated=PAPER_INPUTS,
     output:
         PAPER_PDF,
     conda:

@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -38,14 +39,21 @@ def job_counts(dry_run_output: str) -> dict:
     return counts
 
 
+DELETE = object()
+
+
 def write_config(path: Path, base: str, **overrides) -> Path:
+    """A config file: `base` with dotted-key overrides (value DELETE removes the key)."""
     cfg = yaml.safe_load((ROOT / "config" / base).read_text())
     for key, value in overrides.items():
         node = cfg
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = value
+        if value is DELETE:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -100,9 +108,10 @@ def test_changing_one_r_reruns_only_that_run(micro):
     cfg = write_config(tmp / "changed.yaml", "micro.yaml", results_dir=str(tmp / "results"),
                        **{"experiments.reproduce.r": [0, 4, 13, 17]})
     _, out = snakemake("--configfile", str(cfg), "-n")
-    # the r-sweep figure and the overview (Pareto, macros) read every ToMe run; nothing else reruns
+    # the r-sweep figure, the overview (Pareto, macros) and the GFLOPs-vs-latency study read every
+    # run; nothing else reruns
     assert job_counts(out) == {"evaluate": 1, "report_reproduce": 1, "report_figures_early": 1,
-                               "report_overview": 1, "paper": 1, "all": 1}
+                               "report_overview": 1, "profile_runs": 1, "report_systems": 1, "paper": 1, "all": 1}
     assert "tome_r17" in out
 
 
@@ -118,6 +127,9 @@ def test_dry_run_embedded_default_is_fast_and_complete():
     assert counts["train_embedded"] == 1 and counts["paper"] == 1
     # baseline + 5 ToMe r + early 2 methods x 4 layer sets x 5 r + 3 full profiles + 17 ablation runs
     assert counts["evaluate"] == 1 + 5 + 40 + 3 + 17
+    # OOD: clean + 3 corruptions x 5 severities, one job each; matched schedules solved once each
+    assert counts["evaluate_ood"] == 16 and counts["solve_schedule"] == 3
+    assert all(counts[r] == 1 for r in ("profile_latency", "profile_runs", "profile_tokens", "report_systems"))
 
 
 @pytest.mark.parametrize("override, needle", [
@@ -168,20 +180,34 @@ def hub(tmp_path):
     server.shutdown()
 
 
-def test_paper_profile_end_to_end_on_loopback(tmp_path, hub):
+def _jpegs(folder: Path, rng, n: int = 2, size=(250, 300)) -> None:
     from PIL import Image
-    import numpy as np
 
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size[0] + 10 * i, size[1], 3), dtype=np.uint8)).save(folder / f"{i}.JPEG")
+
+
+def test_paper_profile_end_to_end_on_loopback(tmp_path, hub):
     rng = np.random.default_rng(0)
-    val = tmp_path / "val"
-    for c in ("n01440764", "n01443537", "n01484850"):
-        (val / c).mkdir(parents=True)
-        for i in range(2):
-            Image.fromarray(rng.integers(0, 255, (250 + 10 * i, 300, 3), dtype=np.uint8)).save(val / c / f"{i}.JPEG")
+    wnids = ("n01440764", "n01443537", "n01484850")
+    val, v2, im_r, im_c = (tmp_path / d for d in ("val", "v2", "imagenet-r", "imagenet-c"))
+    for c in wnids:
+        _jpegs(val / c, rng)
+    for label in ("0", "2"):  # ImageNet-V2: the folder name is the label
+        _jpegs(v2 / label, rng)
+    for c in wnids[1:]:  # ImageNet-R: a subset of the classes, scored on their logits only
+        _jpegs(im_r / c, rng)
+    for c in wnids:  # ImageNet-C: pre-rendered 224 crops
+        _jpegs(im_c / "gaussian_noise" / "1" / c, rng, size=(224, 224))
     cfg = write_config(tmp_path / "im.yaml", "imagenet.yaml", results_dir=str(tmp_path / "results"),
                        **{"data.imagenet_val": str(val), "data.num_classes": 3, "data.decode_workers": 0,
-                          "eval.threads": 2, "eval.bootstrap": 200,
-                          "experiments.reproduce.r": [0, 13]})
+                          "data.imagenet_v2": str(v2), "data.imagenet_r": str(im_r), "data.imagenet_c": str(im_c),
+                          "eval.threads": 2, "eval.bootstrap": 200, "profiling": DELETE,
+                          "experiments": {"reproduce": {"method": "tome", "r": [0, 13]},
+                                          "ood": {"target_r": 13, "methods": ["ours_size_norm"],
+                                                  "corruptions": ["gaussian_noise"], "severities": [1],
+                                                  "images": 6, "imagenet_c_corruptions": ["gaussian_noise"]}}})
     snakemake("--configfile", str(cfg), env={"HF_ENDPOINT": hub})
     res = tmp_path / "results"
     side = yaml.safe_load((res / "weights" / "model.safetensors.json").read_text())
@@ -191,6 +217,18 @@ def test_paper_profile_end_to_end_on_loopback(tmp_path, hub):
     assert table.set_index("run").loc["tome_r13", "gflops"] == pytest.approx(2.712, rel=0.005)
     assert table.n_images.iloc[0] == 6
     assert (res / "paper" / "paper.pdf").exists()
+    # OOD: every condition has every run; V2 labels are the folder integers, R is scored on its classes
+    ood = pd.read_csv(res / "tables" / "ood.csv")
+    assert set(ood.family) == {"clean", "gaussian_noise", "imagenet_v2", "imagenet_r", "imagenet_c-gaussian_noise"}
+    assert set(ood.run) == {"base", "tome_r13", "ours_size_norm_matched"}
+    import torch
+
+    v2_labels = torch.load(res / "ood" / "imagenet_v2" / "base" / "logits.pt", weights_only=False)
+    assert sorted(set(v2_labels["labels"].tolist())) == [0, 2] and v2_labels["logits"].shape == (4, 1000)
+    r_out = torch.load(res / "ood" / "imagenet_r" / "base" / "logits.pt", weights_only=False)
+    assert r_out["logits"].shape == (4, 2) and sorted(set(r_out["labels"].tolist())) == [0, 1]
+    sched = yaml.safe_load((res / "schedules" / "ours_size_norm-uniform-tome_r13.json").read_text())
+    assert sched["achieved_gflops"] == pytest.approx(sched["target_gflops"], rel=0.01)
 
 
 def test_dag_build_imports_no_torch():

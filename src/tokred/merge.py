@@ -130,33 +130,39 @@ def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, me
     else:  # "off": every token counts once, whatever it already holds
         w = torch.ones_like(size)
     x_keep = plan.representatives(x)
-    merged = plan.sum(size) > plan.representatives(size)  # slots that absorbed something
+    s_k = plan.representatives(size)
+    merged = new_size > s_k  # slots that absorbed something
+    sum_xw, sum_w = plan.sum(x * w), plan.sum(w)
 
+    # Every rule below is out = a * x_keep + b * sum_xw with per-slot scalars a, b: the [B, K, C]
+    # tensors are touched once (one addcmul) whatever the rule.
     if method.push is None:
-        out = plan.sum(x * w) / plan.sum(w)
+        a, b = torch.zeros_like(sum_w), 1.0 / sum_w
     else:
+        # x_k + lam (xbar_U - x_k) with xbar_U = (sum_xw - w_k x_k) / w_U and w_U = sum_w - w_k
         alpha, beta0, delta = method.push
-        s_k = plan.representatives(size)
-        w_k = plan.representatives(w)
-        w_u = plan.sum(w) - w_k  # weight of what each slot absorbs
-        x_u = (plan.sum(x * w) - x_keep * w_k) / w_u.clamp_min(1e-12)
-        s_u = new_size - s_k
+        w_u = sum_w - plan.representatives(w)
         mean_s = size[:, p:].mean(dim=1, keepdim=True)
-        beta = beta0 * (s_k / mean_s) ** delta
-        lam = torch.minimum(alpha * s_u / s_k, beta).clamp(0.0, 1.0)
-        out = torch.where(merged, x_keep + lam * (x_u - x_keep), x_keep)
+        lam = torch.minimum(alpha * (new_size - s_k) / s_k, beta0 * (s_k / mean_s) ** delta).clamp(0.0, 1.0)
+        lam_u = torch.where(merged, lam / w_u.clamp_min(1e-12), torch.zeros_like(lam))
+        a, b = 1.0 - lam_u * sum_w, lam_u
     if method.eta:
-        out = torch.where(merged, (1 - method.eta) * out + method.eta * x_keep, out)
+        eta = torch.where(merged, torch.full_like(a, method.eta), torch.zeros_like(a))
+        a, b = (1 - eta) * a + eta, (1 - eta) * b
+    a = torch.where(merged, a, torch.ones_like(a))  # untouched slots keep their token exactly
+    b = torch.where(merged, b, torch.zeros_like(b))
+    out = torch.addcmul(x_keep * a, sum_xw, b)
+
     if method.recenter:
-        before = (x[:, p:] * size[:, p:]).sum(1, keepdim=True) / size[:, p:].sum(1, keepdim=True)
-        after = (out[:, p:] * new_size[:, p:]).sum(1, keepdim=True) / new_size[:, p:].sum(1, keepdim=True)
-        # Shift only merged tokens, by the amount that restores the mean: sum s_m * shift = S * delta
+        # Shift only merged tokens, by the amount that restores the size-weighted mean of the patch
+        # tokens: sum_m s_m * shift = S * (mean before - mean after). Weighted sums as matmuls.
+        before = size[:, p:].transpose(1, 2) @ x[:, p:]
+        after = new_size[:, p:].transpose(1, 2) @ out[:, p:]
         s_merged = (new_size * merged)[:, p:].sum(1, keepdim=True)
-        shift = (before - after) * new_size[:, p:].sum(1, keepdim=True) / s_merged.clamp_min(1e-12)
-        out = torch.where(merged, out + shift, out)
+        shift = (before - after) / s_merged.clamp_min(1e-12)
+        out = torch.addcmul(out, merged.to(out.dtype), shift)
     if method.clip_tau is not None:
         limit = method.clip_tau * norms[:, p:].mean(dim=1, keepdim=True)
         n_out = out.norm(dim=-1, keepdim=True)
-        scale = torch.where(merged & (n_out > limit), limit / n_out.clamp_min(1e-12), torch.ones_like(n_out))
-        out = out * scale
+        out = out * torch.where(merged & (n_out > limit), limit / n_out.clamp_min(1e-12), torch.ones_like(n_out))
     return out, new_size

@@ -151,30 +151,55 @@ def compute_logits(model: torch.nn.Module, eval_set: dict, batch_size: int, *, d
     return logits, model_s
 
 
-def apply_run(model: torch.nn.Module, run: dict, input_size) -> dict:
-    """Patch `model` as the run spec says; returns the schedule actually used (and, for a
-    FLOPs-matched run, the ToMe target it was solved for)."""
+def solve_schedule(cfg: dict, spec: dict, *, weights: str, out: str, threads: int = 1) -> dict:
+    """Solve a keep profile so the patched model costs what ToMe at spec['tome_r'] costs (SPEC §3.4);
+    written once and read by every run that uses it."""
     from .flops import count_flops, match_keep
     from .patching import patch, unpatch
 
+    set_threads(threads)
+    model = build_model(cfg, weights)
+    input_size = (3, *model.patch_embed.img_size)
+    target = count_flops(patch(model, "tome", r=spec["tome_r"]), input_size)
+    unpatch(model)
+    keeps, achieved = match_keep(model, spec["method"], target, profile=spec["profile"], input_size=input_size,
+                                 profile_kw=spec.get("profile_kw"))
+    result = {"method": spec["method"], "profile": spec["profile"], "profile_kw": spec.get("profile_kw") or {},
+              "keep": keeps, "target_gflops": target, "achieved_gflops": achieved,
+              "matched_to": f"tome_r{spec['tome_r']}", "provenance": io.provenance(cfg)}
+    print(f"{spec['method']} {spec['profile']}: keep {keeps[0]:.4f}.. -> {achieved:.4f} GFLOPs "
+          f"(target {target:.4f}, {100 * (achieved / target - 1):+.2f}%)")
+    io.write_json(out, result)
+    return result
+
+
+def apply_run(model: torch.nn.Module, run: dict, schedule: dict | None = None) -> dict:
+    """Patch `model` as the run spec says; returns the schedule actually used. A FLOPs-matched run
+    takes its keep ratios from `schedule` (the output of `solve_schedule`)."""
+    from .patching import patch, unpatch
+
+    unpatch(model)
     if not run.get("method"):
         return {}
     overrides = run.get("overrides") or {}
     if "match" in run:
-        m = run["match"]
-        target = count_flops(patch(model, "tome", r=m["tome_r"]), input_size)
-        unpatch(model)
-        keeps, achieved = match_keep(model, run["method"], target, profile=m["profile"], input_size=input_size,
-                                     profile_kw=m.get("profile_kw"), **overrides)
-        patch(model, run["method"], keep=keeps, **overrides)
-        return {"keep": keeps, "profile": m["profile"], "target_gflops": target, "matched_to": f"tome_r{m['tome_r']}"}
+        if schedule is None:
+            raise ValueError(f"run {run['name']}: a FLOPs-matched run needs its solved schedule")
+        patch(model, run["method"], keep=schedule["keep"], **overrides)
+        return {k: schedule[k] for k in ("keep", "profile", "target_gflops", "matched_to")}
     sched = {k: run[k] for k in ("r", "keep", "layers") if k in run}
     patch(model, run["method"], **sched, **overrides)
     return sched
 
 
+def load_json(path: str | None) -> dict | None:
+    import json
+
+    return json.loads(open(path).read()) if path else None
+
+
 def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base_logits_path: str | None,
-                 out_metrics: str, out_logits: str, threads: int = 1) -> dict:
+                 out_metrics: str, out_logits: str, schedule_path: str | None = None, threads: int = 1) -> dict:
     """One run: build the model, apply `run` (method + schedule; None method = unreduced baseline),
     compute logits, FLOPs and metrics against the baseline logits."""
     from .flops import count_flops
@@ -184,14 +209,25 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
     es = load_eval_set(eval_set_path)
     input_size = tuple(es["images"].shape[1:])
     base_gflops = count_flops(model, input_size)
-    schedule = apply_run(model, run, input_size)
+    schedule = apply_run(model, run, load_json(schedule_path))
     gflops = count_flops(model, input_size)
 
     logits, model_s = compute_logits(model, es, cfg["eval"]["batch_size"], desc=run["name"])
     labels = es["labels"]
     base = torch.load(base_logits_path, weights_only=False)["logits"] if base_logits_path else logits
+    result = run_metrics(cfg, run, model, logits, base, labels, gflops, base_gflops, schedule)
+    print(f"{run['name']}: top1 {result['top1']:.2f} drop {result['drop_pp']:.2f} pp "
+          f"GFLOPs {gflops:.3f}; {len(labels) / model_s:.1f} img/s in the model")
+    io.save_torch(out_logits, {"logits": logits})
+    io.write_json(out_metrics, result)
+    return result
+
+
+def run_metrics(cfg: dict, run: dict, model, logits, base, labels, gflops: float, base_gflops: float,
+                schedule: dict, **extra) -> dict:
+    """The metrics JSON of one run (SPEC §4) with its method, schedule and provenance."""
     reduced = bool(run.get("method"))
-    result: dict[str, Any] = {
+    return {
         "run": run["name"],
         "group": run["group"],
         "method": run.get("method") or "none",
@@ -205,9 +241,5 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
         **metrics.summarize(base, logits, labels, n_boot=cfg["eval"]["bootstrap"], seed=cfg["seed"]),
         "provenance": io.provenance({"model": cfg["model"], "data": cfg["data"], "task": cfg.get("task"),
                                      "train": cfg.get("train"), "run": run}),
+        **extra,
     }
-    print(f"{run['name']}: top1 {result['top1']:.2f} drop {result['drop_pp']:.2f} pp "
-          f"GFLOPs {gflops:.3f}; {len(labels) / model_s:.1f} img/s in the model")
-    io.save_torch(out_logits, {"logits": logits})
-    io.write_json(out_metrics, result)
-    return result

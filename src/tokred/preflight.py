@@ -23,6 +23,12 @@ def check_config(cfg: dict) -> None:
         d = cfg["data"]
         check_dataset_path("data.imagenet_val", d["imagenet_val"], d.get("labels_file") or None,
                            num_classes=d.get("num_classes", 1000))
+        ood = cfg["experiments"].get("ood") or {}
+        if any(d.get(k) for k in OOD_DATASETS):
+            from .imagenet import check_ood_paths
+
+            check_ood_paths(d, imagenet_c_corruptions=ood.get("imagenet_c_corruptions"),
+                            imagenet_c_severities=tuple(ood.get("severities", (1, 2, 3, 4, 5))))
 
 
 def _method(key: str, name: str, overrides: dict | None = None) -> None:
@@ -60,10 +66,13 @@ def expand_runs(cfg: dict) -> dict[tuple[str, str], dict]:
     if "full" in ex:
         f = ex["full"]
         _method("experiments.full.method", f["method"])
+        knobs = {"late_k": f.get("late_k", 3), "early_boost": f.get("early_boost", 0.1)}
+        uses = {"uniform": (), "early": ("early_boost",), "late": ("late_k",),
+                "early_mid_late": ("early_boost", "late_k")}
         for profile in f["profiles"]:
             add("full", f"{f['method']}_{profile}", method=f["method"],
                 match={"tome_r": f["target_r"], "profile": profile,
-                       "profile_kw": {"late_k": f.get("late_k", 3), "early_boost": f.get("early_boost", 0.1)}})
+                       "profile_kw": {k: knobs[k] for k in uses[profile]}})
 
     if "ablations" in ex:
         a = ex["ablations"]
@@ -72,6 +81,65 @@ def expand_runs(cfg: dict) -> dict[tuple[str, str], dict]:
         for name, overrides in a["variants"].items():
             _method(f"experiments.ablations.variants.{name}", a["method"], overrides)
             add("ablations", name, method=a["method"], overrides=overrides, r=a["r"])
+    return runs
+
+
+def schedule_name(method: str, match: dict) -> str:
+    """File stem of a FLOPs-matched schedule (solved once, shared by every job that uses it)."""
+    return f"{method}-{match['profile']}-tome_r{match['tome_r']}"
+
+
+def matched_schedules(runs: dict) -> dict[str, dict]:
+    """Every FLOPs-matched schedule the runs need: name -> {method, tome_r, profile, profile_kw}."""
+    out = {}
+    for spec in runs.values():
+        if "match" in spec:
+            out[schedule_name(spec["method"], spec["match"])] = {"method": spec["method"], **spec["match"]}
+    return out
+
+
+OOD_DATASETS = ("imagenet_v2", "imagenet_r", "imagenet_c")
+
+
+def ood_conditions(cfg: dict) -> dict[str, dict]:
+    """OOD condition name -> spec: clean, every corruption x severity, and the configured datasets."""
+    ood = cfg["experiments"].get("ood")
+    if not ood:
+        return {}
+    from .corruptions import CORRUPTIONS
+
+    conds = {"clean": {"kind": "clean"}}
+    for c in ood["corruptions"]:
+        if c not in CORRUPTIONS:
+            raise ValueError(f"config key 'experiments.ood.corruptions': {c!r} is not one of {sorted(CORRUPTIONS)}")
+        for sev in ood["severities"]:
+            conds[f"{c}-{sev}"] = {"kind": "corruption", "corruption": c, "severity": sev}
+    d = cfg["data"]
+    if cfg["model"]["source"] != "embedded":
+        for key in ("imagenet_v2", "imagenet_r"):
+            if d.get(key):
+                conds[key] = {"kind": "dataset", "dataset": key}
+        if d.get("imagenet_c"):
+            for c in ood.get("imagenet_c_corruptions") or sorted(CORRUPTIONS):
+                for sev in ood["severities"]:
+                    conds[f"imagenet_c-{c}-{sev}"] = {"kind": "dataset", "dataset": "imagenet_c", "corruption": c,
+                                                      "severity": sev}
+    return conds
+
+
+def ood_runs(cfg: dict) -> list[dict]:
+    """The runs evaluated under every OOD condition: the unreduced model first (the reference of the
+    others), ToMe at target_r, and each method on a uniform keep solved to ToMe's GFLOPs."""
+    ood = cfg["experiments"].get("ood")
+    if not ood:
+        return []
+    r = ood["target_r"]
+    runs = [{"name": "base", "group": "ood", "method": None},
+            {"name": f"tome_r{r}", "group": "ood", "method": "tome", "r": r}]
+    for m in ood["methods"]:
+        _method("experiments.ood.methods", m)
+        runs.append({"name": f"{m}_matched", "group": "ood", "method": m,
+                     "match": {"tome_r": r, "profile": "uniform", "profile_kw": {}}})
     return runs
 
 

@@ -271,6 +271,168 @@ def ablation_figure(a: pd.DataFrame, tome_top1: float, pdf_path: str, png_path: 
     _save(fig, pdf_path, png_path)
 
 
+# --- OOD robustness ----------------------------------------------------------------------------
+
+def load_ood(paths) -> pd.DataFrame:
+    """One row per (condition, run) with per-image correctness (from the run's logits and labels)."""
+    import torch
+
+    from .metrics import correct
+
+    rows = []
+    for p in paths:
+        m = json.loads(Path(p).read_text())
+        lg = torch.load(Path(p).with_name("logits.pt"), weights_only=False)
+        family = m.get("corruption") or m.get("dataset") or "clean"
+        if m.get("dataset") == "imagenet_c":
+            family = f"imagenet_c-{m['corruption']}"
+        rows.append({"condition": m["condition"], "family": family, "severity": m.get("severity") or 0,
+                     "run": m["run"], "method": m["method"], "gflops": m["gflops"], "top1": m["top1"],
+                     "top1_lo": m["top1_ci95"][0], "top1_hi": m["top1_ci95"][1], "drop_pp": m["drop_pp"],
+                     "drop_se_pp": m["drop_se_pp"], "kl": m["kl"], "n_images": m["n_images"],
+                     "correct": correct(lg["logits"], lg["labels"]).double().numpy(), "provenance": m["provenance"]})
+    return pd.DataFrame(rows)
+
+
+def _mean_ci(x, n_boot: int, seed: int) -> tuple[float, float]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def ood_table(df: pd.DataFrame, csv_path: str, tex_path: str, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per family (corruption, dataset, clean) and run: Top-1 averaged over severities with a 95%
+    bootstrap interval over images, and the paired drop vs the unreduced model (95% normal interval).
+    Per-image correctness is averaged over severities first (same images in every severity)."""
+    import numpy as np
+
+    rows = []
+    for (family, run), g in df.groupby(["family", "run"], sort=False):
+        acc = np.stack(list(g.sort_values("severity")["correct"])).mean(0) * 100
+        base = df[(df.family == family) & (df.method == "none")].sort_values("severity")
+        diff = np.stack(list(base["correct"])).mean(0) * 100 - acc
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        lo, hi = _mean_ci(acc, n_boot, seed)
+        rows.append({"family": family, "run": run, "method": g.method.iloc[0], "severities": len(g),
+                     "gflops": g.gflops.iloc[0], "top1": float(acc.mean()), "top1_lo": lo, "top1_hi": hi,
+                     "drop_pp": float(diff.mean()), "drop_lo": float(diff.mean()) - 1.96 * se,
+                     "drop_hi": float(diff.mean()) + 1.96 * se, "n_images": len(acc)})
+    t = pd.DataFrame(rows)
+    with io.atomic_path(csv_path) as tmp:
+        t.to_csv(tmp, index=False, float_format="%.6g")
+    body = []
+    for fam, g in t.groupby("family", sort=False):
+        for i, r in enumerate(g.itertuples()):
+            name = _tex_escape(fam.replace("_", " ")) if i == 0 else ""
+            drop = "--" if r.method == "none" else f"{r.drop_pp:+.2f} [{r.drop_lo:+.2f}, {r.drop_hi:+.2f}]"
+            body.append(f"{name} & {_tex_escape(_method_name(r.method) if r.method != 'tome' else r.run)} & "
+                        f"{r.gflops:.3f} & {r.top1:.2f} [{r.top1_lo:.1f}, {r.top1_hi:.1f}] & {drop} \\\\")
+    _write_table(tex_path, "llrcc", r"Condition & Run & GFLOPs & Top-1 [95\% CI] & Drop vs base (pp) [95\% CI]", body)
+    return t
+
+
+def ood_severity_figure(df: pd.DataFrame, family: str, pdf_path: str, png_path: str) -> None:
+    """Top-1 against severity (0 = clean) for one corruption, one line per run, 95% intervals."""
+    plt, _ = _figure_setup()
+    d = pd.concat([df[df.family == "clean"], df[df.family == family]])
+    fig, ax = plt.subplots(figsize=(3.6, 2.7))
+    for run, g in d.groupby("run", sort=False):
+        g = g.sort_values("severity")
+        ax.errorbar(g.severity, g.top1, yerr=[g.top1 - g.top1_lo, g.top1_hi - g.top1], marker="o", ms=3, capsize=2,
+                    lw=1.1, label="baseline" if g.method.iloc[0] == "none" else run)
+    ax.set_xlabel("severity (0 = clean)")
+    ax.set_ylabel("Top-1 (%)")
+    ax.set_title(family.replace("_", " "), fontsize=8)
+    ax.legend(fontsize=6)
+    _save(fig, pdf_path, png_path)
+
+
+# --- system studies ------------------------------------------------------------------------------
+
+def _hw_caption(hw: dict) -> str:
+    dev = hw.get("cuda_name") or hw.get("cpu_model", "?")
+    return f"{dev}, torch {hw.get('torch', '?')}, {hw.get('torch_threads', '?')} threads"
+
+
+def latency_figure(df: pd.DataFrame, hw: dict, pdf_path: str, png_path: str) -> None:
+    """Images/s against batch size per variant (and precision), median with p10-p90 band."""
+    plt, _ = _figure_setup()
+    fig, ax = plt.subplots(figsize=(4.6, 3.0))
+    for (variant, amp), g in df[df.status == "ok"].groupby(["variant", "amp"], sort=False):
+        g = g.sort_values("batch_size")
+        line, = ax.plot(g.batch_size, g.img_per_s, marker="o", ms=3, lw=1.1,
+                        label=f"{variant}{' AMP' if amp else ''}")
+        ax.fill_between(g.batch_size, g.img_per_s_lo, g.img_per_s_hi, color=line.get_color(), alpha=0.15, lw=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("images / s")
+    ax.set_title(_hw_caption(hw), fontsize=7)
+    ax.legend(fontsize=5.5)
+    _save(fig, pdf_path, png_path)
+
+
+def gflops_latency_figure(df: pd.DataFrame, summary: dict, pdf_path: str, png_path: str) -> None:
+    plt, sns = _figure_setup()
+    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    sns.scatterplot(data=df.assign(Method=df.method.map(_method_name)), x="gflops", y="latency_ms", hue="Method",
+                    style="group", s=22, ax=ax)
+    c = summary["latency"]
+    ax.set_title(f"Pearson {c['pearson']:.2f}, Spearman {c['spearman']:.2f} (n={c['n']}); "
+                 + _hw_caption(summary["hardware"]), fontsize=6)
+    ax.set_xlabel("GFLOPs per image")
+    ax.set_ylabel(f"latency per batch of {summary['batch_size']} (ms)")
+    ax.legend(fontsize=5, ncol=2)
+    _save(fig, pdf_path, png_path)
+
+
+def token_sweep_figure(df: pd.DataFrame, hw: dict, pdf_path: str, png_path: str) -> None:
+    """Latency against token count for one block and the whole model; tile boundaries 64/128 marked."""
+    plt, _ = _figure_setup()
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
+    for ax, (scope, g) in zip(axes, df.groupby("scope", sort=False)):
+        g = g.sort_values("n_tokens")
+        ax.plot(g.n_tokens, g.latency_ms, lw=1.0, marker=".", ms=2)
+        ax.fill_between(g.n_tokens, g.latency_ms_p10, g.latency_ms_p90, alpha=0.2, lw=0)
+        for b in (64, 128, 192):
+            ax.axvline(b, color="grey", ls=":", lw=0.8)
+        ax.set_xlabel("tokens")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(f"{scope} (batch {int(g.batch_size.iloc[0])})", fontsize=8)
+    fig.suptitle(_hw_caption(hw), fontsize=7)
+    _save(fig, pdf_path, png_path)
+
+
+def write_system_macros(path: str, *, ood: pd.DataFrame | None = None, latency: pd.DataFrame | None = None,
+                        correlation: dict | None = None) -> None:
+    """\\sysmetric{family@run@top1} (OOD), correlations and throughputs for the paper's text."""
+    out = [r"% generated by tokred.report.write_system_macros: do not edit",
+           r"\providecommand{\sysmetric}[1]{\ifcsname tokred@sys@#1\endcsname\csname tokred@sys@#1\endcsname\else\textbf{??}\fi}"]
+
+    def define(name: str, value: str) -> None:
+        out.append(rf"\expandafter\def\csname tokred@sys@{name}\endcsname{{{value}}}")
+
+    if ood is not None:
+        for r in ood.itertuples():
+            for key in ("top1", "drop_pp"):
+                define(f"{r.family}@{r.run}@{key}", f"{getattr(r, key):.2f}")
+    if correlation is not None:
+        for kind in ("latency", "throughput"):
+            for k in ("pearson", "spearman"):
+                define(f"corr@{kind}@{k}", f"{correlation[kind][k]:.2f}")
+        define("corr@n", str(correlation["latency"]["n"]))
+        define("hardware", _tex_escape(_hw_caption(correlation["hardware"])))
+    if latency is not None:
+        ok = latency[(latency.status == "ok") & (~latency.amp)]
+        b = int(ok.batch_size.max())
+        at_b = ok[ok.batch_size == b].set_index("run")
+        define("latbatch", str(b))
+        for run, r in at_b.iterrows():
+            define(f"ips@{run}", f"{r.img_per_s:.1f}")
+    io.write_text(path, "\n".join(out) + "\n")
+
+
 METRIC_FORMATS = {"top1": ".2f", "top1_lo": ".2f", "top1_hi": ".2f", "drop_pp": ".2f", "drop_se_pp": ".2f",
                   "kl": ".4f", "delta_margin": ".3f", "agreement": ".2f", "gflops": ".3f", "rel_cost": ".3f",
                   "mcnemar_p": ".3g"}

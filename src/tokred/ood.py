@@ -1,0 +1,93 @@
+"""OOD robustness (DESIGN.md §4): the same runs evaluated on corrupted and shifted images.
+
+One job per condition (clean, corruption x severity, ImageNet-V2/R/C): it builds the condition's
+images once, evaluates the unreduced model first and then every reduced run against it on the same
+images, and writes one metrics JSON + logits per run. Corruptions are applied to the cached eval set
+(already resized and centre-cropped, as ImageNet-C corrupts the 224 crop), deterministically per image.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import io
+from .pipeline import apply_run, build_model, compute_logits, load_eval_set, load_json, run_metrics, set_threads
+
+
+def condition_images(cfg: dict, cond: dict, eval_set_path: str) -> dict:
+    """{'images' uint8 [N,3,H,W], 'labels', 'mean', 'std', 'class_mask' (ImageNet-R) or None}."""
+    ood = cfg["experiments"]["ood"]
+    limit = ood.get("images")
+    es = load_eval_set(eval_set_path)
+    out = {"mean": es["mean"], "std": es["std"], "class_mask": None}
+    if cond["kind"] in ("clean", "corruption"):
+        from .imagenet import subset_indices
+
+        idx = torch.tensor(subset_indices(len(es["labels"]), limit))
+        images, out["labels"] = es["images"][idx], es["labels"][idx]
+        if cond["kind"] == "corruption":
+            from .corruptions import corrupt
+
+            images = corrupt(images, cond["corruption"], cond["severity"], seed=cfg["seed"], progress=True)
+        out["images"] = images
+        return out
+
+    from . import imagenet
+
+    d = cfg["data"]
+    size = d.get("img_size", 224)
+    if cond["dataset"] == "imagenet_v2":
+        samples = imagenet.list_imagenet_v2(d["imagenet_v2"], num_classes=d.get("num_classes", 1000))
+        tf = imagenet.build_transform(size, d["crop_pct"], d["interpolation"])
+    elif cond["dataset"] == "imagenet_r":
+        wnids = imagenet.imagenet_wnids(d["imagenet_val"], d.get("labels_file") or None, d.get("wnids_file"),
+                                        num_classes=d.get("num_classes", 1000))
+        samples = imagenet.list_imagenet_r(d["imagenet_r"], wnids)
+        out["class_mask"] = imagenet.imagenet_r_mask(d["imagenet_r"], wnids)
+        tf = imagenet.build_transform(size, d["crop_pct"], d["interpolation"])
+    else:  # imagenet_c: pre-rendered 224 crops, centre crop only
+        listing = imagenet.list_imagenet_c(d["imagenet_c"], [cond["corruption"]], [cond["severity"]])
+        samples = listing[(cond["corruption"], cond["severity"])]
+        tf = imagenet.build_center_crop_transform(size)
+    out["images"], out["labels"] = imagenet.build_eval_cache(samples, tf, limit=limit,
+                                                             num_workers=d.get("decode_workers", 0))
+    return out
+
+
+def restrict_to_mask(logits: torch.Tensor, labels: torch.Tensor, mask: list[int] | None):
+    """ImageNet-R: keep the 200 classes' logits; labels become positions in the mask."""
+    if mask is None:
+        return logits, labels
+    idx = torch.tensor(mask)
+    pos = torch.full((max(int(idx.max()), int(labels.max())) + 1,), -1, dtype=torch.long)
+    pos[idx] = torch.arange(len(idx))
+    return logits[:, idx], pos[labels]
+
+
+def evaluate_condition(cfg: dict, name: str, cond: dict, runs: list[dict], *, weights: str, eval_set_path: str,
+                       schedules: dict[str, str], outputs: dict[str, tuple[str, str]], threads: int = 1) -> list[dict]:
+    """Evaluate every run on one condition. `schedules`: run name -> solved schedule JSON (matched
+    runs); `outputs`: run name -> (metrics path, logits path). runs[0] must be the unreduced model."""
+    from .flops import count_flops
+
+    if runs[0].get("method"):
+        raise ValueError("the first OOD run must be the unreduced model (the reference of the others)")
+    set_threads(threads)
+    model = build_model(cfg, weights)
+    data = condition_images(cfg, cond, eval_set_path)
+    input_size = tuple(data["images"].shape[1:])
+    base_gflops = count_flops(model, input_size)
+    base, results = None, []
+    for run in runs:
+        schedule = apply_run(model, run, load_json(schedules.get(run["name"])))
+        gflops = count_flops(model, input_size) if run.get("method") else base_gflops
+        logits, _ = compute_logits(model, data, cfg["eval"]["batch_size"], desc=f"{name}/{run['name']}")
+        logits, labels = restrict_to_mask(logits, data["labels"], data["class_mask"])
+        base = logits if base is None else base
+        extra = {"condition": name, **{k: cond.get(k) for k in ("kind", "corruption", "severity", "dataset")}}
+        result = run_metrics(cfg, run, model, logits, base, labels, gflops, base_gflops, schedule, **extra)
+        print(f"{name} {run['name']}: top1 {result['top1']:.2f} drop {result['drop_pp']:.2f} pp")
+        m_path, l_path = outputs[run["name"]]
+        io.save_torch(l_path, {"logits": logits, "labels": labels})
+        io.write_json(m_path, result)
+        results.append(result)
+    return results
