@@ -69,8 +69,20 @@ GROUPS = [g for g in ("early", "full", "ablations") if g in config["experiments"
 PAIRS = preflight.comparisons(RUNS)
 
 
-def figure(name):
-    return [f"{R}/figures/{name}.pdf", f"{R}/figures/{name}.png"]
+def figure(name, out=False):
+    """[pdf, png] of a figure; as a rule's output (`out=True`) the PNG goes into `snakemake --report`
+    with its caption from report/<name>.rst (OOD panels share report/ood.rst)."""
+    pdf, png = f"{R}/figures/{name}.pdf", f"{R}/figures/{name}.png"
+    if out:
+        caption = "ood" if name.startswith("ood_") else name
+        png = report(png, caption=f"../report/{caption}.rst", category=FIGURE_CATEGORY.get(caption, "Figures"))
+    return [pdf, png]
+
+
+FIGURE_CATEGORY = {"top1_vs_gflops": "ToMe reproduction", "pareto": "Overview", "early_drop": "Early layers",
+                   "rsweep": "Early layers", "ablations": "Ablations", "ood": "OOD robustness",
+                   "latency": "System studies", "gflops_vs_latency": "System studies",
+                   "token_sweep": "System studies", "merges": "Overview"}
 
 
 def table(name):
@@ -88,3 +100,37 @@ def with_tome_pairs(group):
 wildcard_constraints:
     group=r"[A-Za-z0-9_]+",
     run=r"[A-Za-z0-9_.\-]+",
+
+
+# --- OOD (rules/ood.smk) -----------------------------------------------------------------------
+OOD_CONDITIONS = preflight.ood_conditions(config)
+OOD_RUNS = preflight.ood_runs(config)
+
+
+def ood_output(cond, run, kind="metrics.json"):
+    return f"{R}/ood/{cond}/{run}/{kind}"
+
+
+def ood_schedules(_wc=None):
+    return {r["name"]: schedule_file(r["method"], r["match"]) for r in OOD_RUNS if "match" in r}
+
+
+OOD_FAMILIES = list(dict.fromkeys(
+    c.get("dataset") == "imagenet_c" and f"imagenet_c-{c['corruption']}" or c.get("corruption")
+    for c in OOD_CONDITIONS.values() if c.get("severity")))
+OOD_REPORT = table("ood") + [f"{R}/tables/ood_macros.tex"] + [p for fam in OOD_FAMILIES for p in figure(f"ood_{fam}")]
+OOD_OUTPUTS = OOD_REPORT if OOD_CONDITIONS else []
+
+
+# --- profiling (rules/profile.smk) -------------------------------------------------------------
+PROFILE_DIR = f"{R}/profile"
+PROFILE_THREADS = workflow.cores
+PROFILE_RESOURCES = {"gpu": 1} if PROFILING and str(PROFILING.get("device", "cpu")).startswith("cuda") else {}
+PROFILE_OUTPUTS = (
+    figure("latency") + figure("gflops_vs_latency") + figure("token_sweep") + [f"{R}/tables/system_macros.tex"]
+    if PROFILING else [])
+
+
+def profiling_schedules(_wc=None):
+    return {m: schedule_file(m, {"tome_r": PROFILING["target_r"], "profile": "uniform"})
+            for m in PROFILING.get("methods", [])}

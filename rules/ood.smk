@@ -1,24 +1,5 @@
 # OOD robustness: one job per condition (clean, corruption x severity, ImageNet-V2/R/C when their
 # paths are set), evaluating the unreduced model, ToMe and each matched method on the same images.
-OOD_CONDITIONS = preflight.ood_conditions(config)
-OOD_RUNS = preflight.ood_runs(config)
-
-
-def ood_output(cond, run, kind="metrics.json"):
-    return f"{R}/ood/{cond}/{run}/{kind}"
-
-
-def ood_schedules(_wc=None):
-    return {r["name"]: schedule_file(r["method"], r["match"]) for r in OOD_RUNS if "match" in r}
-
-
-OOD_FAMILIES = list(dict.fromkeys(
-    c.get("dataset") == "imagenet_c" and f"imagenet_c-{c['corruption']}" or c.get("corruption")
-    for c in OOD_CONDITIONS.values() if c.get("severity")))
-OOD_REPORT = table("ood") + [f"{R}/tables/ood_macros.tex"] + [p for fam in OOD_FAMILIES for p in figure(f"ood_{fam}")]
-OOD_OUTPUTS = OOD_REPORT if OOD_CONDITIONS else []
-
-
 rule evaluate_ood:
     input:
         unpack(ood_schedules),
@@ -49,7 +30,7 @@ rule report_ood:
     input:
         metrics=[ood_output(c, r["name"]) for c in OOD_CONDITIONS for r in OOD_RUNS],
     output:
-        OOD_REPORT,
+        table("ood") + [f"{R}/tables/ood_macros.tex"] + [p for fam in OOD_FAMILIES for p in figure(f"ood_{fam}", out=True)],
     conda:
         "../environment.yml"
     log:

@@ -1,19 +1,6 @@
 # System studies: latency/throughput per method and batch size, GFLOPs vs measured latency over every
 # evaluated run, and the token-count sweep. Each job claims every core (threads: workflow.cores), so
 # no other job of this workflow runs beside it on the machine; on CUDA it also asks for gpu=1.
-PROFILE_DIR = f"{R}/profile"
-PROFILE_THREADS = workflow.cores
-PROFILE_RESOURCES = {"gpu": 1} if PROFILING and str(PROFILING.get("device", "cpu")).startswith("cuda") else {}
-PROFILE_OUTPUTS = (
-    figure("latency") + figure("gflops_vs_latency") + figure("token_sweep") + [f"{R}/tables/system_macros.tex"]
-    if PROFILING else [])
-
-
-def profiling_schedules(_wc=None):
-    return {m: schedule_file(m, {"tome_r": PROFILING["target_r"], "profile": "uniform"})
-            for m in PROFILING.get("methods", [])}
-
-
 rule profile_latency:
     input:
         unpack(profiling_schedules),
@@ -83,7 +70,7 @@ rule report_systems:
         tokens=rules.profile_tokens.output.csv,
         tokens_hw=rules.profile_tokens.output.json,
     output:
-        figure("latency") + figure("gflops_vs_latency") + figure("token_sweep") + [f"{R}/tables/system_macros.tex"],
+        figure("latency", out=True) + figure("gflops_vs_latency", out=True) + figure("token_sweep", out=True) + [f"{R}/tables/system_macros.tex"],
     conda:
         "../environment.yml"
     log:

@@ -4,6 +4,7 @@
 ABLATION_TOME = f"tome_r{config['experiments'].get('ablations', {}).get('r', 0)}"
 REPORT_OUTPUTS = (
     table("reproduce") + figure("top1_vs_gflops") + figure("pareto") + [f"{R}/tables/macros.tex"]
+    + figure("merges")
     + (table("early") + figure("early_drop") + figure("rsweep") if "early" in GROUPS else [])
     + (table("full") if "full" in GROUPS else [])
     + (table("ablations") + figure("ablations") if "ablations" in GROUPS else [])
@@ -14,7 +15,7 @@ rule report_reproduce:
     input:
         metrics=[run_output(*BASELINE)] + group_metrics("reproduce"),
     output:
-        table("reproduce") + figure("top1_vs_gflops"),
+        table("reproduce") + figure("top1_vs_gflops", out=True),
     conda:
         "../environment.yml"
     log:
@@ -46,7 +47,7 @@ rule report_figures_early:
         table=table("early")[0],
         metrics=group_metrics("early") + group_metrics("reproduce"),
     output:
-        figure("early_drop") + figure("rsweep"),
+        figure("early_drop", out=True) + figure("rsweep", out=True),
     conda:
         "../environment.yml"
     log:
@@ -60,7 +61,7 @@ rule report_figures_ablations:
         table=table("ablations")[0],
         reproduce=run_output("reproduce", ABLATION_TOME),
     output:
-        figure("ablations"),
+        figure("ablations", out=True),
     conda:
         "../environment.yml"
     log:
@@ -76,7 +77,7 @@ rule report_overview:
         metrics=[run_output(g, r) for (g, r) in RUNS],
         weights=WEIGHTS,
     output:
-        figure("pareto") + [f"{R}/tables/macros.tex"],
+        figure("pareto", out=True) + [f"{R}/tables/macros.tex"],
     conda:
         "../environment.yml"
     log:
@@ -89,3 +90,19 @@ rule report_overview:
         task=config.get("task"),
     script:
         "../workflow/scripts/report_overview.py"
+
+
+rule visualize_merges:
+    input:
+        weights=WEIGHTS,
+        eval_set=EVAL_SET,
+    output:
+        figure("merges", out=True),
+    conda:
+        "../environment.yml"
+    log:
+        f"{R}/logs/visualize_merges.log",
+    params:
+        cfg={k: config[k] for k in ("seed", "model", "data", "task", "train", "paper") if k in config},
+    script:
+        "../workflow/scripts/visualize_merges.py"

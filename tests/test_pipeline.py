@@ -103,6 +103,20 @@ def test_second_run_does_nothing(micro):
     assert "Nothing to be done" in out
 
 
+def test_html_report_has_every_figure_with_its_caption(micro):
+    import zipfile
+
+    tmp, cfg = micro
+    snakemake("--configfile", str(cfg), "--report", str(tmp / "report.zip"))
+    with zipfile.ZipFile(tmp / "report.zip") as z:
+        names = z.namelist()
+        pngs = {Path(n).name for n in names if n.endswith(".png")}
+        assert {"merges.png", "top1_vs_gflops.png", "pareto.png", "latency.png", "token_sweep.png",
+                "ood_gaussian_noise.png"} <= pngs
+        html = "".join(z.read(n).decode("utf-8", "ignore") for n in names if n.endswith((".html", ".js")))
+    assert "trace_source" in html  # the merges caption (report/merges.rst)
+
+
 def test_changing_one_r_reruns_only_that_run(micro):
     tmp, _ = micro
     cfg = write_config(tmp / "changed.yaml", "micro.yaml", results_dir=str(tmp / "results"),
