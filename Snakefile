@@ -32,3 +32,13 @@ rule all:
     input:
         PAPER_PDF,
         PAPER_INPUTS,
+
+
+# A failed run must not leave the last PDF looking current: it is renamed paper.stale.pdf and a
+# STALE.txt says why, until a run succeeds again.
+onerror:
+    mark_stale(log)
+
+
+onsuccess:
+    clear_stale()

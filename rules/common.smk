@@ -23,6 +23,23 @@ preflight.check_config(config)
 RUNS = preflight.expand_runs(config)
 
 
+def mark_stale(log):
+    pdf = f"{R}/paper/paper.pdf"
+    if os.path.exists(pdf):
+        os.replace(pdf, f"{R}/paper/paper.stale.pdf")
+    os.makedirs(R, exist_ok=True)
+    with open(f"{R}/STALE.txt", "w") as f:
+        f.write("A job failed: tables, figures and paper.stale.pdf under this folder are from an earlier "
+                f"run and may not match the config.\nSee the log: {log}\n")
+    print(f"tokred: a job failed; the previous PDF is now {R}/paper/paper.stale.pdf (see {R}/STALE.txt)")
+
+
+def clear_stale():
+    for path in (f"{R}/STALE.txt", f"{R}/paper/paper.stale.pdf"):
+        if os.path.exists(path):
+            os.remove(path)
+
+
 def scaled_threads(n):
     """Threads to declare for a job that runs `n` torch threads: scaled up when --cores exceeds this
     machine's CPUs, so Snakemake never runs more such jobs at once than the CPUs hold (`--cores 8`

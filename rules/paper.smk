@@ -3,6 +3,7 @@
 PAPER_PDF = f"{R}/paper/paper.pdf"
 PAPER_BUILD = f"{R}/paper/build"
 PAPER_INPUTS = REPORT_OUTPUTS + OOD_OUTPUTS + PROFILE_OUTPUTS
+STALE_NOTE = f"{R}/STALE.txt"
 
 
 rule paper:

@@ -3,7 +3,7 @@
 # (GROUPS, PAIRS, figure(), table(), with_tome_pairs() live in common.smk.)
 ABLATION_TOME = f"tome_r{config['experiments'].get('ablations', {}).get('r', 0)}"
 REPORT_OUTPUTS = (
-    table("reproduce") + figure("top1_vs_gflops") + figure("pareto") + [f"{R}/tables/macros.tex"]
+    table("reproduce") + figure("top1_vs_gflops") + figure("pareto") + [f"{R}/tables/macros.tex", f"{R}/tables/runs.tex"]
     + figure("merges")
     + (table("early") + figure("early_drop") + figure("rsweep") if "early" in GROUPS else [])
     + (table("full") if "full" in GROUPS else [])
@@ -77,7 +77,7 @@ rule report_overview:
         metrics=[run_output(g, r) for (g, r) in RUNS],
         weights=WEIGHTS,
     output:
-        figure("pareto", out=True) + [f"{R}/tables/macros.tex"],
+        figure("pareto", out=True) + [f"{R}/tables/macros.tex", f"{R}/tables/runs.tex"],
     conda:
         "../environment.yml"
     log:

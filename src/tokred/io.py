@@ -82,7 +82,9 @@ def provenance(cfg: Any = None, device: str | None = None) -> dict:
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or platform.machine()
+    from .profiling import _cpu_model
+
+    dev_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else _cpu_model()
     return {
         "config_hash": config_hash(cfg) if cfg is not None else None,
         "torch": torch.__version__,
@@ -92,5 +94,6 @@ def provenance(cfg: Any = None, device: str | None = None) -> dict:
         "device": device,
         "device_name": dev_name,
         "num_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "host": platform.node(),
     }

@@ -433,6 +433,18 @@ def write_system_macros(path: str, *, ood: pd.DataFrame | None = None, latency: 
     io.write_text(path, "\n".join(out) + "\n")
 
 
+def runs_table(df: pd.DataFrame, tex_path: str) -> None:
+    """Reproducibility appendix: every run with its config hash, versions and hardware (longtable)."""
+    lines = [r"\begin{longtable}{llrlll}", r"\toprule",
+             r"Run & Group & GFLOPs & Config hash & torch / timm & Device (threads) \\", r"\midrule", r"\endhead"]
+    for _, r in df.sort_values(["group", "run"]).iterrows():
+        p = r["provenance"]
+        lines.append(f"{_tex_escape(r['run'])} & {r['group']} & {r['gflops']:.3f} & \\texttt{{{p['config_hash']}}} & "
+                     f"{p['torch']} / {p['timm']} & {_tex_escape(p['device_name'])} ({p['num_threads']}) \\\\")
+    lines += [r"\bottomrule", r"\end{longtable}", ""]
+    io.write_text(tex_path, "\n".join(lines))
+
+
 METRIC_FORMATS = {"top1": ".2f", "top1_lo": ".2f", "top1_hi": ".2f", "drop_pp": ".2f", "drop_se_pp": ".2f",
                   "kl": ".4f", "delta_margin": ".3f", "agreement": ".2f", "gflops": ".3f", "rel_cost": ".3f",
                   "mcnemar_p": ".3g"}
@@ -467,8 +479,12 @@ def write_macros(df: pd.DataFrame, path: str, *, profile: str, model: dict, data
                       "imgsize": str(task.get("img_size", 112)), "steps": str(train["steps"]),
                       "batch": str(train["batch_size"])})
         setup.update(_training_facts(weights))
+        setup["data"] = (f"synthetic task {setup['taskname']} with {setup['classes']} classes, "
+                         f"{setup['imgsize']} px, model trained {setup['steps']} steps at batch {setup['batch']}")
     else:
         setup.update({"model": _tex_escape(model["name"]), "croppct": str(data.get("crop_pct"))})
+        setup["data"] = (f"ImageNet-1k validation, resized and centre-cropped to {data.get('img_size', 224)} px "
+                         f"at crop fraction {data.get('crop_pct')}, {data.get('interpolation', 'bicubic')} interpolation")
     for k, v in setup.items():
         define(f"setup@{k}", v)
     io.write_text(path, "\n".join(out) + "\n")
