@@ -62,8 +62,28 @@ def write_config(path: Path, base: str, **overrides) -> Path:
 def micro(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("micro")
     cfg = write_config(tmp / "micro.yaml", "micro.yaml", results_dir=str(tmp / "results"))
-    snakemake("--configfile", str(cfg))
+    _, out = snakemake("--configfile", str(cfg))
+    (tmp / "run.log").write_text(out)
     return tmp, cfg
+
+
+def job_intervals(log: str) -> list[tuple[str, float, float]]:
+    """(rule, start, end) of every job from a Snakemake run's output (timestamps to the second)."""
+    from datetime import datetime
+
+    now, starts, jobs, pending = None, {}, [], None
+    for line in log.splitlines():
+        line = line.strip()
+        if m := re.fullmatch(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line):
+            now = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y").timestamp()
+        elif m := re.fullmatch(r"(?:local)?rule (\w+):", line):
+            pending = (m.group(1), now)
+        elif (m := re.fullmatch(r"jobid: (\d+)", line)) and pending:
+            starts[m.group(1)], pending = pending, None
+        elif m := re.fullmatch(r"Finished jobid: (\d+) \(Rule: (\w+)\)", line):
+            rule, t0 = starts.pop(m.group(1))
+            jobs.append((rule, t0, now))
+    return jobs
 
 
 def test_micro_end_to_end_pdf_shows_table_numbers(micro):
@@ -95,6 +115,19 @@ def test_micro_end_to_end_pdf_shows_table_numbers(micro):
     for fig in ("top1_vs_gflops.pdf", "top1_vs_gflops.png"):
         assert (res / "figures" / fig).stat().st_size > 1000
     assert (res / "logs" / "train_embedded.log").read_text().strip()
+
+
+def test_profiling_jobs_never_overlap_other_jobs(micro):
+    """Profiling jobs claim every core: with --cores 8 nothing ran beside them."""
+    tmp, _ = micro
+    jobs = job_intervals((tmp / "run.log").read_text())
+    assert len(jobs) > 30
+    prof = [j for j in jobs if j[0].startswith("profile_")]
+    assert len(prof) == 3
+    for rule, a0, a1 in prof:
+        for other, b0, b1 in jobs:
+            if (other, b0, b1) != (rule, a0, a1) and other != "all":
+                assert not (b0 < a1 and a0 < b1), f"{other} ran during {rule}"
 
 
 def test_second_run_does_nothing(micro):
