@@ -128,14 +128,7 @@ def _list_class_folders(root: Path, numeric: bool, num_classes: int | None):
         if numeric and max(labels) >= num_classes:
             raise ValueError(f"dataset directory {root}: class folder {max(labels)} is outside "
                              f"0..{num_classes - 1}")
-    samples = []
-    for cls, label in zip(classes, labels):
-        files = _image_files(root / cls)
-        if not files:
-            # An empty class folder usually means an interrupted extraction: fail, don't skew.
-            raise ValueError(f"class folder {root / cls} contains no images")
-        samples += [(root / cls / f, label) for f in files]
-    return samples
+    return _folder_samples(root, classes, labels)
 
 
 def _list_flat(root: Path, labels_file: Path, label_base: int, num_classes: int | None):
@@ -422,13 +415,15 @@ def imagenet_r_mask(root: str | Path, class_index_wnids: Sequence[str]) -> list[
     return _index_of(_wnid_folders(root, "ImageNet-R"), class_index_wnids, root, "ImageNet-R")
 
 
-def _list_wnid_samples(root: Path, wnids: list[str], labels: list[int]):
+def _folder_samples(root: Path, folders: list[str], labels: list[int]):
+    """(path, label) of every image in each class folder, in folder then file order."""
     samples = []
-    for w, y in zip(wnids, labels):
-        files = _image_files(root / w)
+    for folder, label in zip(folders, labels):
+        files = _image_files(root / folder)
         if not files:
-            raise ValueError(f"class folder {root / w} contains no images")
-        samples += [(root / w / f, y) for f in files]
+            # An empty class folder usually means an interrupted extraction: fail, don't skew.
+            raise ValueError(f"class folder {root / folder} contains no images")
+        samples += [(root / folder / f, label) for f in files]
     return samples
 
 
@@ -439,7 +434,7 @@ def list_imagenet_r(root: str | Path,
     root = Path(root)
     wnids = _wnid_folders(root, "ImageNet-R")
     labels = imagenet_r_mask(root, class_index_wnids)
-    return _list_wnid_samples(root, wnids, labels)
+    return _folder_samples(root, wnids, labels)
 
 
 def masked_predictions(logits, class_indices):
@@ -512,7 +507,7 @@ def list_imagenet_c(root: str | Path, corruptions: Sequence[str] | str | None = 
                 raise ValueError(f"{what} directory {d}: class folders differ from those of "
                                  f"{classes0[0]}; labels by rank would disagree")
             labels = list(range(len(wnids)))
-        out[(c, s)] = _list_wnid_samples(d, wnids, labels)
+        out[(c, s)] = _folder_samples(d, wnids, labels)
     return out
 
 
