@@ -9,10 +9,8 @@ Artefacts (paths chosen by the rules):
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 

@@ -8,7 +8,10 @@ benchmarks/CALIBRATION.md).
 
 Task ``count_disks``: count the red disks (``min_count``..``max_count``; the label is
 ``count - min_count``) on a busy mosaic background among distractor disks, part of them in a colour
-near the target's (orange / pink), the rest in clearly different colours.
+near the target's (orange / pink), the rest in clearly different colours. Optionally
+(``shape_distractor_frac`` > 0) part of the distractors are *rings* in the target's own colour: they
+differ from a target only in fine shape (a hole of radius ``ring_hole`` x r), so a target token and a
+ring token look alike at the token level and merging them destroys the detail that tells them apart.
 
 Every image is generated from its own random stream, seeded by ``(seed, stream, global index)``:
 image ``i`` of ``make_images(task, n, seed, start)`` depends only on the task, the seed and
@@ -43,6 +46,8 @@ TASK_DEFAULTS: dict[str, Any] = {
     "near_colour_frac": 0.5,  # probability that a distractor has a near-target hue
     "near_hue": [25.0, 45.0],  # |hue offset| of near-colour distractors, degrees (either side)
     "far_hue_min": 70.0,  # far distractors and background stay at least this far from the target hue
+    "shape_distractor_frac": 0.0,  # probability that a distractor is a target-coloured ring instead
+    "ring_hole": 0.5,  # hole radius of those rings, as a fraction of the disk radius
     "min_gap": 1.0,  # minimal gap between the rims of two disks, pixels
     "snap": 0,  # if > 0, disk centres are put at the centres of a snap x snap grid (e.g. patches)
     "jitter": 0.0,  # with snap: centres move by up to +-jitter pixels (uniform, per axis) off the grid
@@ -114,6 +119,8 @@ def resolve_task(task: dict | None) -> dict:
     _num("near_colour_frac", 0.0, 1.0)
     _range(t, "near_hue", 0.0, 180.0)
     _num("far_hue_min", 0.0, 180.0)
+    _num("shape_distractor_frac", 0.0, 1.0)
+    _num("ring_hole", 0.0, 0.95)
     _num("min_gap", -100.0, 100.0)
     _int("snap", 0)
     _num("jitter", 0.0, 100.0)
@@ -216,14 +223,18 @@ def _place(t: dict, rng: np.random.Generator, radii: np.ndarray) -> np.ndarray:
     return centres
 
 
-def _draw_disk(img: np.ndarray, cy: float, cx: float, r: float, rgb: np.ndarray) -> None:
+def _draw_disk(img: np.ndarray, cy: float, cx: float, r: float, rgb: np.ndarray, hole: float = 0.0) -> None:
+    """Anti-aliased disk of radius r; with hole > 0 a ring (the background shows through the hole)."""
     H, W = img.shape[:2]
     y0, y1 = max(int(cy - r - 1), 0), min(int(cy + r + 2), H)
     x0, x1 = max(int(cx - r - 1), 0), min(int(cx + r + 2), W)
     yy = np.arange(y0, y1)[:, None] + 0.5
     xx = np.arange(x0, x1)[None, :] + 0.5
     d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
-    a = np.clip(r + 0.5 - d, 0.0, 1.0)[..., None]  # anti-aliased rim
+    a = np.clip(r + 0.5 - d, 0.0, 1.0)  # anti-aliased rim
+    if hole > 0:
+        a = a - np.clip(hole + 0.5 - d, 0.0, 1.0)  # anti-aliased inner rim (hole < r)
+    a = a[..., None]
     img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - a) + rgb * a
 
 
@@ -236,16 +247,22 @@ def _one_image(t: dict, seed: int, stream: int, index: int) -> tuple[np.ndarray,
     radii = rng.uniform(t["radius_min"], t["radius_max"], size=n)
     centres = _place(t, rng, radii)
     th = t["target_hue"]
+    ring_frac = t["shape_distractor_frac"]
     for j in range(n):
         s = rng.uniform(*t["target_sat"])
         v = rng.uniform(*t["target_val"])
+        hole = 0.0
         if j < count:
             h = th + rng.uniform(-6.0, 6.0)
+        # the ring draw is skipped when the knob is off, so the default stream (and images) stay as they were
+        elif ring_frac > 0 and rng.random() < ring_frac:
+            h = th + rng.uniform(-6.0, 6.0)  # target colour, ring shape
+            hole = t["ring_hole"] * radii[j]
         elif rng.random() < t["near_colour_frac"]:
             h = th + rng.choice([-1.0, 1.0]) * rng.uniform(*t["near_hue"])
         else:
             h = float(_far_hue(rng, th, t["far_hue_min"]))
-        _draw_disk(img, centres[j, 0], centres[j, 1], radii[j], _hsv(h, s, v))
+        _draw_disk(img, centres[j, 0], centres[j, 1], radii[j], _hsv(h, s, v), hole)
     if t["noise_std"] > 0:
         img = img + rng.normal(0.0, t["noise_std"], size=img.shape).astype(np.float32)
     img = np.clip(np.rint(img), 0, 255).astype(np.uint8)

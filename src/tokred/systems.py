@@ -75,6 +75,8 @@ def profile_runs(cfg: dict, metrics_paths: list[str], *, weights: str, out_csv: 
                  threads: int = 1) -> dict:
     """Time every evaluated run's exact configuration (method knobs and resolved per-block r) at one
     batch size, then correlate GFLOPs with latency and throughput (Pearson, Spearman)."""
+    from tqdm.auto import tqdm
+
     from . import profiling
     from .methods import Method
     from .patching import patch, unpatch
@@ -83,8 +85,6 @@ def profile_runs(cfg: dict, metrics_paths: list[str], *, weights: str, out_csv: 
     p, dev = cfg["profiling"], _device(cfg)
     model = build_model(cfg, weights)
     rows = []
-    from tqdm.auto import tqdm
-
     for path in tqdm(metrics_paths, desc="runs", unit="run", mininterval=5):
         m = json.loads(open(path).read())
         unpatch(model)
