@@ -79,3 +79,61 @@ def test_labels_count_target_disks():
 def test_bad_values_raise_naming_key(bad, key):
     with pytest.raises(ValueError, match=key):
         synthetic.make_images(bad, 1, seed=0)
+
+
+# sha256 (first 16 hex digits) of images + labels made before the shape-distractor knobs existed:
+# adding a knob that is off must leave every existing task's images unchanged, bit for bit.
+_FROZEN = {
+    "default": ({}, "b5ff984e50597be3"),
+    "snapped": ({"snap": 8, "jitter": 2.0, "radius_min": 3.0, "radius_max": 4.0, "cell_min": 3, "cell_max": 6},
+                "0ff5cf4c290fc9f4"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FROZEN))
+@pytest.mark.parametrize("extra", [{}, {"shape_distractor_frac": 0.0, "ring_hole": 0.3}])
+def test_shape_distractors_off_leave_images_unchanged(name, extra):
+    import hashlib
+
+    task, digest = _FROZEN[name]
+    x, y = synthetic.make_images({**task, **extra}, 16, seed=5, start=3)
+    assert hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()[:16] == digest
+
+
+def _components(mask: np.ndarray) -> list[np.ndarray]:
+    """4-connected components of a boolean image (label propagation), as boolean masks."""
+    lab = np.where(mask, np.arange(1, mask.size + 1).reshape(mask.shape), 0)
+    while True:
+        p = np.pad(lab, 1)
+        nxt = np.where(mask, np.max([lab, p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, :-2], p[1:-1, 2:]], axis=0), 0)
+        if np.array_equal(nxt, lab):
+            return [lab == v for v in np.unique(lab) if v]
+        lab = nxt
+
+
+def test_shape_distractors_are_target_coloured_rings():
+    # flat grey background, no noise, every distractor a ring: red blobs = targets + rings, and every
+    # ring encloses one hole through which the grey background shows
+    task = {"img_size": 64, "radius_min": 6.0, "radius_max": 6.0, "min_gap": 4.0, "background": "smooth",
+            "bg_sat": [0.0, 0.0], "bg_val": [0.5, 0.5], "noise_std": 0.0, "min_count": 0, "max_count": 2,
+            "distractors_min": 3, "distractors_max": 3, "shape_distractor_frac": 1.0, "ring_hole": 0.5}
+    x, y = synthetic.make_images(task, 6, seed=0)
+    for img, lab in zip(x.numpy().astype(int), y.numpy()):
+        red = (img[0] - np.maximum(img[1], img[2])) > 100  # the target colour (hue 0 +- 6 degrees)
+        assert len(_components(red)) == lab + 3
+        holes = [c for c in _components(~red) if not (c[0].any() or c[-1].any() or c[:, 0].any() or c[:, -1].any())]
+        assert len(holes) == 3
+        for h in holes:  # radius 3 hole: background grey inside its anti-aliased rim
+            assert h.sum() <= 40 and (np.abs(img[:, h] - 128) <= 2).all(0).sum() >= 9
+    # off: the same task has no holes at all
+    x0, _ = synthetic.make_images({**task, "shape_distractor_frac": 0.0, "near_colour_frac": 0.0}, 6, seed=0)
+    for img in x0.numpy().astype(int):
+        red = (img[0] - np.maximum(img[1], img[2])) > 100
+        assert len(_components(~red)) == 1
+
+
+def test_shape_distractor_knobs_validated():
+    with pytest.raises(ValueError, match="shape_distractor_frac"):
+        synthetic.resolve_task({"shape_distractor_frac": 1.5})
+    with pytest.raises(ValueError, match="ring_hole"):
+        synthetic.resolve_task({"ring_hole": 1.0})
