@@ -76,10 +76,10 @@ def evaluate_inputs(wc):
 
 # FLOPs-matched schedules, solved once each: those of the runs, the OOD runs and the profiling jobs.
 PROFILING = config.get("profiling")
+PROFILING_MATCH = {"tome_r": PROFILING["target_r"], "profile": "uniform", "profile_kw": {}} if PROFILING else None
 SCHEDULES = preflight.matched_schedules(
     {**RUNS, **{("ood", r["name"]): r for r in preflight.ood_runs(config)},
-     **{("profiling", m): {"method": m, "match": {"tome_r": PROFILING["target_r"], "profile": "uniform", "profile_kw": {}}}
-        for m in (PROFILING or {}).get("methods", [])}})
+     **{("profiling", m): {"method": m, "match": PROFILING_MATCH} for m in (PROFILING or {}).get("methods", [])}})
 
 
 GROUPS = [g for g in ("early", "full", "ablations") if g in config["experiments"]]
@@ -149,5 +149,4 @@ PROFILE_OUTPUTS = (
 
 
 def profiling_schedules(_wc=None):
-    return {m: schedule_file(m, {"tome_r": PROFILING["target_r"], "profile": "uniform"})
-            for m in PROFILING.get("methods", [])}
+    return {m: schedule_file(m, PROFILING_MATCH) for m in PROFILING.get("methods", [])}

@@ -30,7 +30,7 @@ def latency_variants(cfg: dict, schedules: dict[str, str]) -> list[tuple[str, di
     out = [("unpatched", {"name": "unpatched", "method": None}, {}),
            ("patched r=0", {"name": "tome_r0", "method": "tome", "r": 0}, {}),
            (f"ToMe r={r}", {"name": f"tome_r{r}", "method": "tome", "r": r}, {})]
-    out += [(f"ToMe r={r} tile {t}", {"name": f"tome_r{r}_tile{t}", "method": "tome", "r": r}, {"tile": t})
+    out += [(f"ToMe r={r} tile {t}", {"name": f"tome_r{r}_tile{t}", "method": "tome", "r": r, "tile": t}, {})
             for t in p.get("tiles", [])]
     for m, path in schedules.items():
         out.append((f"{m} (matched)", {"name": f"{m}_matched", "method": m, "match": {}}, {"schedule": path}))
@@ -43,7 +43,6 @@ def profile_latency(cfg: dict, *, weights: str, schedules: dict[str, str], out_c
     Variants are interleaved per batch size so a drift of the machine's load hits them alike."""
     from . import profiling
     from .flops import count_flops
-    from .patching import patch
 
     set_threads(threads)
     p, dev = cfg["profiling"], _device(cfg)
@@ -53,8 +52,6 @@ def profile_latency(cfg: dict, *, weights: str, schedules: dict[str, str], out_c
     rows = []
     for label, run, extra in variants:
         apply_run(model, run, load_json(extra.get("schedule")))
-        if extra.get("tile"):
-            patch(model, "tome", r=run["r"], tile=extra["tile"])
         gflops = count_flops(model, size)
         for amp in profiling.amp_modes(dev):
             for row in profiling.profile_model(model, batch_sizes=p["batch_sizes"], device=dev, amp=amp,
