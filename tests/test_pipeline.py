@@ -168,8 +168,10 @@ def test_lint_is_clean():
     assert "Lints for" not in out, out
 
 
-def test_dry_run_embedded_default_is_fast_and_complete():
-    _, out = snakemake("-n")
+def test_dry_run_embedded_default_is_fast_and_complete(tmp_path):
+    # the default config as shipped, in an empty results folder (a local results/ may be finished)
+    cfg = write_config(tmp_path / "default.yaml", "config.yaml", results_dir=str(tmp_path / "results"))
+    _, out = snakemake("--configfile", str(cfg), "-n")
     counts = job_counts(out)
     assert counts["train_embedded"] == 1 and counts["paper"] == 1
     # baseline + 5 ToMe r + early 2 methods x 4 layer sets x 5 r + 3 full profiles + 17 ablation runs
