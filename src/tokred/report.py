@@ -295,6 +295,8 @@ def load_ood(paths) -> pd.DataFrame:
 
 
 def _mean_ci(x, n_boot: int, seed: int) -> tuple[float, float]:
+    # Per-image values are averages over severities, not 0/1: metrics.bootstrap_ci's binomial
+    # shortcut does not apply, so images are resampled directly.
     import numpy as np
 
     rng = np.random.default_rng(seed)
