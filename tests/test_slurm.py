@@ -125,9 +125,10 @@ def test_micro_through_slurm_profile_matches_local_run(cluster, tmp_path):
     job_logs = sorted(logs.rglob("*.log"))
     assert {p.relative_to(logs).parts[0] for p in job_logs} == {f"rule_{r}" for r in rules - {"all"}}
     assert len(job_logs) == len(submitted)
-    for p in job_logs:  # SLURM's stdout of the job: a Snakemake job step that finished
-        text = p.read_text()
-        assert "--executor slurm-jobstep" in text and "1 of 1 steps (100%) done" in text, p
+    for p in job_logs:  # SLURM's stdout: the jobstep executor (remote nodes) ran the rule by srun, done
+        text, rule = p.read_text(), p.relative_to(logs).parts[0].removeprefix("rule_")
+        assert "Provided remote nodes" in text and f"localrule {rule}:" in text, p
+        assert "1 of 1 steps (100%) done" in text and "Error" not in text, p
 
     # --- the same outputs as the local run --------------------------------------------------------
     assert (slurm_res / "paper" / "paper.pdf").stat().st_size > 10_000
