@@ -174,11 +174,21 @@ def test_dry_run_embedded_default_is_fast_and_complete(tmp_path):
     _, out = snakemake("--configfile", str(cfg), "-n")
     counts = job_counts(out)
     assert counts["train_embedded"] == 1 and counts["paper"] == 1
-    # baseline + 5 ToMe r + early 2 methods x 4 layer sets x 5 r + 3 full profiles + 17 ablation runs
-    assert counts["evaluate"] == 1 + 5 + 40 + 3 + 17
-    # OOD: clean + 3 corruptions x 5 severities, one job each; matched schedules solved once each
-    assert counts["evaluate_ood"] == 16 and counts["solve_schedule"] == 3
+    # baseline + 5 ToMe r + early 2 methods x 4 layer sets x 2 r + 3 full profiles + 9 ablations + reference
+    assert counts["evaluate"] == 1 + 5 + 16 + 3 + 10
+    # OOD: clean + 3 corruptions x 3 severities, one job each; matched schedules solved once each
+    assert counts["evaluate_ood"] == 10 and counts["solve_schedule"] == 3
     assert all(counts[r] == 1 for r in ("profile_latency", "profile_runs", "profile_tokens", "report_systems"))
+
+
+def test_full_grid_extends_the_default(tmp_path):
+    # embedded_full.yaml = the default's weights and eval set (same keys, same results_dir) + more runs
+    default, full = (yaml.safe_load((ROOT / "config" / f).read_text()) for f in ("config.yaml", "embedded_full.yaml"))
+    for key in ("results_dir", "seed", "model", "task", "train", "data", "eval"):
+        assert default[key] == full[key], key
+    cfg = write_config(tmp_path / "full.yaml", "embedded_full.yaml", results_dir=str(tmp_path / "results"))
+    counts = job_counts(snakemake("--configfile", str(cfg), "-n")[1])
+    assert counts["evaluate"] == 1 + 5 + 40 + 3 + 17 and counts["evaluate_ood"] == 16
 
 
 @pytest.mark.parametrize("override, needle", [
