@@ -174,8 +174,8 @@ def test_dry_run_embedded_default_is_fast_and_complete(tmp_path):
     _, out = snakemake("--configfile", str(cfg), "-n")
     counts = job_counts(out)
     assert counts["train_embedded"] == 1 and counts["paper"] == 1
-    # baseline + 5 ToMe r + early 2 methods x 4 layer sets x 2 r + 3 full profiles + 9 ablations + reference
-    assert counts["evaluate"] == 1 + 5 + 16 + 3 + 10
+    # baseline + 5 ToMe r + early 2 methods x 4 layer sets x 2 r + 3 full profiles + 7 ablations + reference
+    assert counts["evaluate"] == 1 + 5 + 16 + 3 + 8
     # OOD: clean + 3 corruptions x 3 severities, one job each; matched schedules solved once each
     assert counts["evaluate_ood"] == 10 and counts["solve_schedule"] == 3
     assert all(counts[r] == 1 for r in ("profile_latency", "profile_runs", "profile_tokens", "report_systems"))

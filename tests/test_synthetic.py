@@ -137,3 +137,33 @@ def test_shape_distractor_knobs_validated():
         synthetic.resolve_task({"shape_distractor_frac": 1.5})
     with pytest.raises(ValueError, match="ring_hole"):
         synthetic.resolve_task({"ring_hole": 1.0})
+
+
+def test_relation_variant_label_is_the_number_of_touching_target_partner_pairs():
+    # snap 8: every disk sits at a patch centre; read colours at the centres and count red patches
+    # with a cyan 4-neighbour patch; lone red / cyan disks must not count
+    task = {"partner_hue": 180.0, "snap": 8, "radius_min": 3.0, "radius_max": 3.5, "noise_std": 0.0,
+            "background": "smooth", "near_colour_frac": 0.0, "lone_frac": 1.0,
+            "distractors_min": 4, "distractors_max": 4}
+    x, y = synthetic.make_images(task, 40, seed=3)
+    c = x[:, :, 4::8, 4::8].permute(0, 2, 3, 1).float()  # [n, 14, 14, 3] patch-centre colours
+    r, g, b = c.unbind(-1)
+    red = (r > 150) & (g < 80) & (b < 80)
+    cyan = (r < 80) & (g > 150) & (b > 150)
+    nb = torch.zeros_like(cyan)
+    nb[:, 1:] |= cyan[:, :-1]
+    nb[:, :-1] |= cyan[:, 1:]
+    nb[:, :, 1:] |= cyan[:, :, :-1]
+    nb[:, :, :-1] |= cyan[:, :, 1:]
+    assert ((red & nb).sum((1, 2)) == y).all()
+    lone_red = (red & ~nb).sum((1, 2))
+    assert lone_red.sum() > 10  # the distractors include lone targets (a red token alone says nothing)
+    assert y.unique().numel() == 5
+
+
+def test_relation_variant_leaves_the_default_task_untouched():
+    x0, y0 = synthetic.make_images({}, 4, seed=0)
+    x1, y1 = synthetic.make_images({"partner_hue": None, "lone_frac": 0.9, "unit_gap": 2.0}, 4, seed=0)
+    assert torch.equal(x0, x1) and torch.equal(y0, y1)
+    with pytest.raises(ValueError, match="partner_hue"):
+        synthetic.resolve_task({"partner_hue": 400.0})

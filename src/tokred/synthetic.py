@@ -13,6 +13,13 @@ near the target's (orange / pink), the rest in clearly different colours. Option
 differ from a target only in fine shape (a hole of radius ``ring_hole`` x r), so a target token and a
 ring token look alike at the token level and merging them destroys the detail that tells them apart.
 
+Relation variant (``partner_hue`` set): only targets with a *partner* (a disk of ``partner_hue``
+touching it; with ``snap``, in a 4-neighbour grid cell, i.e. the adjacent patch) count. ``lone_frac``
+of the distractors are lone target-coloured or lone partner-coloured disks, so a target token tells
+nothing on its own: the answer needs attention between neighbouring tokens first, then a read-out,
+i.e. computation across blocks, after the first merges. Disks of different pairs / singles keep a
+rim gap of ``unit_gap`` pixels, so no lone disk ever touches another.
+
 Every image is generated from its own random stream, seeded by ``(seed, stream, global index)``:
 image ``i`` of ``make_images(task, n, seed, start)`` depends only on the task, the seed and
 ``start + i``, so any slice is reproducible and the set can be produced in parallel chunks. The
@@ -48,6 +55,9 @@ TASK_DEFAULTS: dict[str, Any] = {
     "far_hue_min": 70.0,  # far distractors and background stay at least this far from the target hue
     "shape_distractor_frac": 0.0,  # probability that a distractor is a target-coloured ring instead
     "ring_hole": 0.5,  # hole radius of those rings, as a fraction of the disk radius
+    "partner_hue": None,  # if set: a target counts only when a disk of this hue touches it (a pair)
+    "lone_frac": 0.5,  # with partner_hue: share of distractors that are lone target / partner disks
+    "unit_gap": 6.0,  # with partner_hue: min rim gap between disks of different pairs / singles, pixels
     "min_gap": 1.0,  # minimal gap between the rims of two disks, pixels
     "snap": 0,  # if > 0, disk centres are put at the centres of a snap x snap grid (e.g. patches)
     "jitter": 0.0,  # with snap: centres move by up to +-jitter pixels (uniform, per axis) off the grid
@@ -121,6 +131,10 @@ def resolve_task(task: dict | None) -> dict:
     _num("far_hue_min", 0.0, 180.0)
     _num("shape_distractor_frac", 0.0, 1.0)
     _num("ring_hole", 0.0, 0.95)
+    if t["partner_hue"] is not None:
+        _num("partner_hue", 0.0, 360.0)
+    _num("lone_frac", 0.0, 1.0)
+    _num("unit_gap", 0.0, 100.0)
     _num("min_gap", -100.0, 100.0)
     _int("snap", 0)
     _num("jitter", 0.0, 100.0)
@@ -174,11 +188,19 @@ def _far_hue(rng: np.random.Generator, target: float, min_dist: float, size=None
 # ---------------------------------------------------------------------------------------------
 # one image
 
+def _avoid_partner(t: dict, hues: np.ndarray) -> np.ndarray:
+    """Relation variant: background hues within 30 deg of the partner's move 60 deg away from it."""
+    if t["partner_hue"] is None:
+        return hues
+    off = (hues - t["partner_hue"] + 180.0) % 360.0 - 180.0
+    return np.where(np.abs(off) < 30.0, hues + np.where(off < 0, -60.0, 60.0), hues) % 360.0
+
+
 def _background(t: dict, rng: np.random.Generator) -> np.ndarray:
     H = t["img_size"]
     # low-frequency gradient: a 3x3 colour grid, bilinearly upsampled
     k = 3
-    hues = _far_hue(rng, t["target_hue"], t["far_hue_min"], size=(k, k))
+    hues = _avoid_partner(t, _far_hue(rng, t["target_hue"], t["far_hue_min"], size=(k, k)))
     sats = rng.uniform(*t["bg_sat"], size=(k, k))
     vals = rng.uniform(*t["bg_val"], size=(k, k))
     grid = _hsv_many(hues, sats, vals)  # [k,k,3]
@@ -190,7 +212,7 @@ def _background(t: dict, rng: np.random.Generator) -> np.ndarray:
     if t["background"] == "busy" and t["bg_contrast"] > 0:
         cell = int(rng.integers(t["cell_min"], t["cell_max"] + 1))
         n = H // cell + 2
-        mh = _far_hue(rng, t["target_hue"], t["far_hue_min"], size=(n, n))
+        mh = _avoid_partner(t, _far_hue(rng, t["target_hue"], t["far_hue_min"], size=(n, n)))
         mosaic = _hsv_many(mh, rng.uniform(*t["bg_sat"], size=(n, n)), rng.uniform(*t["bg_val"], size=(n, n)))
         mosaic = np.repeat(np.repeat(mosaic, cell, axis=0), cell, axis=1)
         oy, ox = rng.integers(0, cell, size=2)
@@ -223,6 +245,44 @@ def _place(t: dict, rng: np.random.Generator, radii: np.ndarray) -> np.ndarray:
     return centres
 
 
+def _place_units(t: dict, rng: np.random.Generator, radii: np.ndarray, paired: np.ndarray) -> np.ndarray:
+    """Centres for the relation variant: disk j with paired[j] is followed by its partner (j+1),
+    placed touching it (the adjacent grid cell with snap); different units keep `unit_gap` apart."""
+    H, snap = t["img_size"], t["snap"]
+    centres = np.zeros((len(radii), 2))
+    unit = np.cumsum([0] + [0 if paired[j - 1] else 1 for j in range(1, len(radii))])
+    j = 0
+    while j < len(radii):
+        members = [j, j + 1] if paired[j] else [j]
+        for _ in range(_MAX_PLACEMENT_TRIES):
+            r0 = radii[j]
+            if snap:
+                lo = math.ceil((r0 - snap / 2) / snap) if r0 > snap / 2 else 0
+                c0 = (rng.integers(lo, H // snap - lo, size=2) + 0.5) * snap
+            else:
+                c0 = rng.uniform(r0 + 0.5, H - r0 - 0.5, size=2)
+            cs = [c0]
+            if paired[j]:
+                if snap:
+                    step = np.array([(0, 1), (1, 0), (0, -1), (-1, 0)][int(rng.integers(4))]) * snap
+                else:
+                    a = rng.uniform(0, 2 * math.pi)
+                    step = (radii[j] + radii[j + 1] + t["min_gap"]) * np.array([math.sin(a), math.cos(a)])
+                cs.append(c0 + step)
+            ok = all(radii[m] + 0.5 <= c[0] <= H - radii[m] - 0.5 and radii[m] + 0.5 <= c[1] <= H - radii[m] - 0.5
+                     for m, c in zip(members, cs))
+            if ok and j > 0:
+                ok = all(np.all(np.hypot(*(centres[:j] - c).T) >= radii[:j] + radii[m] + t["unit_gap"])
+                         for m, c in zip(members, cs))
+            if ok:
+                centres[members] = cs
+                break
+        else:
+            raise ValueError(f"task key 'img_size': could not place {int(unit[-1]) + 1} disk groups apart")
+        j += len(members)
+    return centres
+
+
 def _draw_disk(img: np.ndarray, cy: float, cx: float, r: float, rgb: np.ndarray, hole: float = 0.0) -> None:
     """Anti-aliased disk of radius r; with hole > 0 a ring (the background shows through the hole)."""
     H, W = img.shape[:2]
@@ -243,6 +303,8 @@ def _one_image(t: dict, seed: int, stream: int, index: int) -> tuple[np.ndarray,
     count = int(rng.integers(t["min_count"], t["max_count"] + 1))  # drawn first: labels are stable
     n_dis = int(rng.integers(t["distractors_min"], t["distractors_max"] + 1))
     img = _background(t, rng)
+    if t["partner_hue"] is not None:
+        return _finish(t, rng, _draw_pairs(t, rng, img, count, n_dis)), count - t["min_count"]
     n = count + n_dis
     radii = rng.uniform(t["radius_min"], t["radius_max"], size=n)
     centres = _place(t, rng, radii)
@@ -263,10 +325,43 @@ def _one_image(t: dict, seed: int, stream: int, index: int) -> tuple[np.ndarray,
         else:
             h = float(_far_hue(rng, th, t["far_hue_min"]))
         _draw_disk(img, centres[j, 0], centres[j, 1], radii[j], _hsv(h, s, v), hole)
+    return _finish(t, rng, img), count - t["min_count"]
+
+
+def _finish(t: dict, rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Pixel noise, rounding, CHW uint8."""
     if t["noise_std"] > 0:
         img = img + rng.normal(0.0, t["noise_std"], size=img.shape).astype(np.float32)
-    img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return img.transpose(2, 0, 1), count - t["min_count"]
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8).transpose(2, 0, 1)
+
+
+def _draw_pairs(t: dict, rng: np.random.Generator, img: np.ndarray, count: int, n_dis: int) -> np.ndarray:
+    """Relation variant: `count` target + partner pairs, then `n_dis` distractors (lone targets, lone
+    partners or other-colour disks), every unit apart from the others."""
+    th, ph = t["target_hue"], t["partner_hue"]
+    kinds = ["target", "partner"] * count  # a target is always followed by its partner
+    for _ in range(n_dis):
+        if rng.random() < t["lone_frac"]:
+            kinds.append("target" if rng.random() < 0.5 else "partner")
+        else:
+            kinds.append("other")
+    paired = np.array([j < 2 * count and j % 2 == 0 for j in range(len(kinds))])
+    radii = rng.uniform(t["radius_min"], t["radius_max"], size=len(kinds))
+    centres = _place_units(t, rng, radii, paired)
+    for j, kind in enumerate(kinds):
+        s, v = rng.uniform(*t["target_sat"]), rng.uniform(*t["target_val"])
+        if kind == "target":
+            h = th + rng.uniform(-6.0, 6.0)
+        elif kind == "partner":
+            h = ph + rng.uniform(-6.0, 6.0)
+        elif rng.random() < t["near_colour_frac"]:
+            h = th + rng.choice([-1.0, 1.0]) * rng.uniform(*t["near_hue"])
+        else:  # far from the target and from the partner
+            h = float(_far_hue(rng, th, t["far_hue_min"]))
+            while abs((h - ph + 180.0) % 360.0 - 180.0) < 30.0:
+                h = float(_far_hue(rng, th, t["far_hue_min"]))
+        _draw_disk(img, centres[j, 0], centres[j, 1], radii[j], _hsv(h, s, v))
+    return img
 
 
 def make_images(task: dict, n: int, seed: int, start: int = 0, *, stream: str = "eval"
