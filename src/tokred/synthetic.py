@@ -250,7 +250,6 @@ def _place_units(t: dict, rng: np.random.Generator, radii: np.ndarray, paired: n
     placed touching it (the adjacent grid cell with snap); different units keep `unit_gap` apart."""
     H, snap = t["img_size"], t["snap"]
     centres = np.zeros((len(radii), 2))
-    unit = np.cumsum([0] + [0 if paired[j - 1] else 1 for j in range(1, len(radii))])
     j = 0
     while j < len(radii):
         members = [j, j + 1] if paired[j] else [j]
@@ -278,7 +277,7 @@ def _place_units(t: dict, rng: np.random.Generator, radii: np.ndarray, paired: n
                 centres[members] = cs
                 break
         else:
-            raise ValueError(f"task key 'img_size': could not place {int(unit[-1]) + 1} disk groups apart")
+            raise ValueError(f"task key 'img_size': could not place {len(radii) - int(paired.sum())} disk groups apart")
         j += len(members)
     return centres
 
