@@ -2,8 +2,8 @@
 
 fvcore counts one multiply-add as one flop and traces the model with `torch.jit.trace`. It has no
 handle for `scaled_dot_product_attention` (timm's fused attention), so a naive count misses the two
-attention matmuls (DeiT-S: 4.25 instead of 4.61 GFLOPs). It also skips the scatter ops that apply a
-merge. Both are added here, so an unpatched model, a patched model at r=0 and a reduced model are
+attention matmuls (DeiT-S: 4.25 instead of 4.61 GFLOPs). It also skips the scatter/index-add ops that
+apply a merge. Both are added here, so an unpatched model, a patched model at r=0 and a reduced model are
 counted on the same footing.
 """
 from __future__ import annotations
@@ -28,8 +28,15 @@ def _sdpa_flop(inputs: list[Any], outputs: list[Any]) -> Number:
     return batch * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
+def _baddbmm_flop(inputs: list[Any], outputs: list[Any]) -> Number:
+    # bias + alpha * (b1 @ b2): the matmul's multiply-adds, like fvcore's bmm.
+    b, n, m = _shape(inputs[1])
+    return b * n * m * _shape(inputs[2])[-1]
+
+
 def _scatter_flop(inputs: list[Any], outputs: list[Any]) -> Number:
-    # scatter_add / scatter_reduce: one accumulation per source element.
+    # scatter_add / scatter_reduce / index_add (source is the fourth input): one accumulation per
+    # source element.
     src = _shape(inputs[3])
     n = 1
     for s in src:
@@ -39,10 +46,13 @@ def _scatter_flop(inputs: list[Any], outputs: list[Any]) -> Number:
 
 EXTRA_HANDLES = {
     "aten::scaled_dot_product_attention": _sdpa_flop,
+    "aten::baddbmm": _baddbmm_flop,
     "aten::scatter_add_": _scatter_flop,
     "aten::scatter_add": _scatter_flop,
     "aten::scatter_reduce_": _scatter_flop,
     "aten::scatter_reduce": _scatter_flop,
+    "aten::index_add_": _scatter_flop,
+    "aten::index_add": _scatter_flop,
 }
 
 

@@ -25,24 +25,27 @@ def hquota_ff_keep(phi: torch.Tensor, size: torch.Tensor | None, keep: int, q: f
     the kept set; ties go to the lower index. With q = 0 the top-scored token seeds the set.
     """
     B, n, _ = phi.shape
+    phi = phi.contiguous()  # one memory layout, so the matmul's rounding (and near ties) is the same for any caller
     if keep >= n:
         return torch.arange(n, device=phi.device).expand(B, n)
     score = phi.sum(-1) * (size[..., 0] if size is not None else 1.0)
     n_hub = min(keep, max(1, math.ceil(q * keep))) if keep > 0 else 0
     hubs = score.topk(n_hub, dim=-1, sorted=True).indices
     u = F.normalize(phi, dim=-1)
-    # Squared distances of unit vectors (2 - 2 cos) in one matmul; the diagonal is set to -1 so that
-    # a picked token's running distance drops to -1 and it can never be picked again.
-    dist = (2 - 2 * u @ u.transpose(1, 2)).clamp_min(0)
-    dist = torch.where(torch.eye(n, dtype=torch.bool, device=phi.device), torch.full_like(dist, -1.0), dist)
-    # running distance to the kept set = min over the hubs' rows
-    d = dist.gather(1, hubs[..., None].expand(-1, -1, n)).amin(1)
-    rows = dist.view(B * n, n)
+    # For unit vectors |u_i - u_j|^2 = 2 - 2 cos, so "largest minimum distance to the kept set" is
+    # "smallest maximum cosine to it": the loop runs on cosines, one matmul and no extra passes.
+    # The diagonal is set to 3 (above any cosine) so a picked token's running value becomes 3 and
+    # it is never picked again.
+    cos = u @ u.transpose(1, 2)
+    cos.diagonal(dim1=1, dim2=2).fill_(3.0)
+    rows = cos.view(B * n, n)
     offset = torch.arange(B, device=phi.device) * n
-    for _ in range(keep - n_hub):  # four batched ops per pick; the loop is over picks, not images
-        pick = d.argmax(dim=-1)  # first maximal index: ties go to the lower index
-        d = torch.minimum(d, rows.index_select(0, pick + offset))  # each image's picked row
-    return (d < -0.5).nonzero()[:, 1].view(B, keep)
+    # running similarity to the kept set = max over the hubs' rows
+    d = rows.index_select(0, (hubs + offset[:, None]).view(-1)).view(B, n_hub, n).amax(1)
+    for _ in range(keep - n_hub):  # three batched ops per pick; the loop is over picks, not images
+        pick = d.argmin(dim=-1)  # first minimal index: ties go to the lower index
+        d = torch.maximum(d, rows.index_select(0, pick + offset))  # each image's picked row
+    return (d > 2.5).nonzero()[:, 1].view(B, keep)
 
 
 def assign_plan(match: torch.Tensor, keep_idx: torch.Tensor, num_protected: int, topr: int | None = None
@@ -61,23 +64,27 @@ def assign_plan(match: torch.Tensor, keep_idx: torch.Tensor, num_protected: int,
     m = F.normalize(match[:, p:], dim=-1)
     is_kept = torch.zeros(B, n, dtype=torch.bool, device=dev).scatter_(
         1, keep_idx, torch.ones_like(keep_idx, dtype=torch.bool))
-    kept_feat = m.gather(1, keep_idx[..., None].expand(-1, -1, m.shape[-1]))
-    sim = m @ kept_feat.transpose(1, 2)  # [B, n, K]
+    # Only the n - K merged tokens need a target: score them alone against the kept ones.
+    drop_idx = (~is_kept).nonzero()[:, 1].view(B, n - K)
+    rows = torch.arange(B, device=dev)[:, None] * n
+    flat = m.reshape(B * n, -1)
+    kept_feat = flat.index_select(0, (keep_idx + rows).view(-1)).view(B, K, -1)
+    drop_feat = flat.index_select(0, (drop_idx + rows).view(-1)).view(B, n - K, -1)
+    sim = drop_feat @ kept_feat.transpose(1, 2)  # [B, n - K, K]
     if topr is not None:
         if topr * K < n - K:
             raise ValueError(f"topr={topr}: {K} kept tokens cannot absorb {n - K} tokens")
-        sim = _cap_assignment(sim, is_kept, topr)
-    target = sim.argmax(-1)  # [B, n] index into kept list
-    rank_of = torch.full((B, n), -1, dtype=torch.long, device=dev)
-    rank_of.scatter_(1, keep_idx, torch.arange(K, device=dev).expand(B, K))
-    slot = torch.where(is_kept, rank_of, target) + p
+        sim = _cap_assignment(sim, topr)
+    slot = torch.empty(B, n, dtype=torch.long, device=dev)
+    slot.scatter_(1, keep_idx, torch.arange(p, p + K, device=dev).expand(B, K))
+    slot.scatter_(1, drop_idx, sim.argmax(-1) + p)  # rank of the best kept token, as a slot
     index = torch.cat([torch.arange(p, device=dev).expand(B, p), slot], dim=1)
     rep = torch.cat([torch.arange(p, device=dev).expand(B, p), keep_idx + p], dim=1)
     return MergePlan(index=index, num_out=p + K, rep=rep)
 
 
-def _cap_assignment(sim: torch.Tensor, is_kept: torch.Tensor, topr: int) -> torch.Tensor:
-    """Mask similarities so that no kept token receives more than `topr` merged tokens.
+def _cap_assignment(sim: torch.Tensor, topr: int) -> torch.Tensor:
+    """Mask similarities [B, merged, K] so that no kept token receives more than `topr` merged tokens.
 
     Rounds: every unassigned token proposes to its best remaining kept token; each kept token
     accepts its `topr - already accepted` most similar proposals; rejected tokens lose that option.
@@ -85,7 +92,7 @@ def _cap_assignment(sim: torch.Tensor, is_kept: torch.Tensor, topr: int) -> torc
     B, n, K = sim.shape
     sim = sim.clone()
     accepted = torch.zeros(B, K, dtype=torch.long, device=sim.device)
-    todo = ~is_kept
+    todo = torch.ones(B, n, dtype=torch.bool, device=sim.device)
     final = torch.full((B, n), -1, dtype=torch.long, device=sim.device)
     for _ in range(K + 1):
         if not todo.any():
@@ -109,4 +116,4 @@ def _cap_assignment(sim: torch.Tensor, is_kept: torch.Tensor, topr: int) -> torc
     out = torch.full_like(sim, -math.inf)
     assigned = final >= 0
     out[assigned.nonzero(as_tuple=True) + (final[assigned],)] = 0.0
-    return torch.where(is_kept[..., None], sim, out)
+    return out
