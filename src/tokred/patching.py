@@ -83,21 +83,32 @@ class ReducingAttention(Attention):
         when `need_out`, the attention output from the same explicit softmax.
 
         On CPU the softmax runs in image chunks sized to the cache (see `_CPU_CHUNK_BYTES`); FLOP
-        counting (tracing) and other devices take the whole batch at once. Per image the arithmetic
-        is the same either way, so results do not depend on the batch size.
+        counting (tracing), training and other devices take the whole batch at once. Per image the
+        arithmetic is the same either way, so results do not depend on the batch size.
         """
-        B, H, N, _ = q.shape
+        B, H, N, d = q.shape
         step = B
         if q.device.type == "cpu" and not torch.jit.is_tracing():
             step = max(1, _CPU_CHUNK_BYTES // (H * N * N * q.element_size()))
-        phi, out = [], []
+        if step >= B or self.training:
+            probs = self.probs(q, k, bias)
+            return head_inflow(probs), probs @ v if need_out else None
+        # Heads folded into the batch once (one copy of q, k^T, v and the bias), then sliced per chunk
+        # with outputs written in place: few calls per chunk, since there are many chunks.
+        qf, kt = q.reshape(B * H, N, d), k.transpose(-2, -1).reshape(B * H, d, N)
+        bf = None if bias is None else bias.expand(B, H, 1, N).reshape(B * H, 1, N)
+        phi = q.new_empty(B, H, N)
+        out = q.new_empty(B, H, N, d) if need_out else None
+        vf = v.reshape(B * H, N, d) if need_out else None
         for i in range(0, B, step):
-            probs = self.probs(q[i:i + step], k[i:i + step], None if bias is None else bias[i:i + step])
-            phi.append(head_inflow(probs))
+            lo, hi = i * H, min(B, i + step) * H
+            scores = (torch.bmm(qf[lo:hi] * self.scale, kt[lo:hi]) if bf is None
+                      else torch.baddbmm(bf[lo:hi], qf[lo:hi], kt[lo:hi], alpha=self.scale))
+            probs = scores.softmax(dim=-1)
+            torch.sum(probs.view(-1, H, N, N), dim=2, out=phi[i:i + step])
             if need_out:
-                out.append(probs @ v[i:i + step])
-        cat = (lambda ts: ts[0]) if len(phi) == 1 else torch.cat
-        return cat(phi), cat(out) if need_out else None
+                torch.bmm(probs, vf[lo:hi], out=out.view(B * H, N, d)[lo:hi])
+        return phi.transpose(1, 2), out
 
     def attend(self, q, k, v, bias) -> torch.Tensor:
         if self.fused_attn:
