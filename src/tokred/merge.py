@@ -133,48 +133,57 @@ def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, me
     if method.size_mode == "avg" and plain_avg:
         return plan.sum(x * size) / new_size, new_size
 
-    p = num_protected
+    B, N, C = x.shape
+    K, p = plan.num_out, num_protected
     norms = x.norm(dim=-1, keepdim=True)
+    mean_norm = norms[:, p:].mean(dim=1, keepdim=True)  # [B, 1, 1]
     if method.size_mode == "avg":
         w = size
     elif method.size_mode == "norm":
-        w = size * norms / norms[:, p:].mean(dim=1, keepdim=True)
+        w = size * norms / mean_norm
     else:  # "off": every token counts once, whatever it already holds
         w = torch.ones_like(size)
-    x_keep = plan.representatives(x)
-    s_k = plan.representatives(size)
-    merged = new_size > s_k  # slots that absorbed something
-    sum_xw, sum_w = plan.sum(x * w), plan.sum(w)
+    out = plan.representatives(x)  # slots that absorbed nothing keep their token exactly
 
-    # Every rule below is out = a * x_keep + b * sum_xw with per-slot scalars a, b: the [B, K, C]
-    # tensors are touched once (one addcmul) whatever the rule.
+    # Only merged slots change, and they and the tokens they absorb are few (r per image): the rule
+    # runs on those rows alone, as flat [rows, C] tensors; per-image quantities go by image id.
+    merged = (new_size > plan.representatives(size)).view(-1)
+    slots = merged.nonzero()[:, 0]  # flat output rows of merged slots, [M]
+    compact = merged.long().cumsum(0) - 1  # flat output row -> position in `slots`
+    is_rep = torch.zeros(B * N, dtype=torch.bool, device=x.device).index_fill_(0, plan._flat_rep, 1)
+    absorbed = (~is_rep).nonzero()[:, 0]  # flat input rows merged into another token, [R]
+    into = compact[plan._flat_index[absorbed]]  # their merged slot, as a position in `slots`
+    img = torch.div(slots, K, rounding_mode="floor")  # image of each merged slot
+
+    x_rows, w_rows, s_rows = x.reshape(B * N, C), w.reshape(-1), size.reshape(-1)
+    keep_rows = plan._flat_rep[slots]
+    x_k, w_k, s_k = x_rows.index_select(0, keep_rows), w_rows[keep_rows, None], s_rows[keep_rows, None]
+    s_new = new_size.reshape(-1)[slots, None]
+    x_u, w_u = x_rows.index_select(0, absorbed), w_rows[absorbed, None]
+    M = slots.shape[0]
+    sum_xw_u = x.new_zeros(M, C).index_add_(0, into, x_u * w_u)  # sum over the absorbed set U of w x
+    sum_w_u = x.new_zeros(M, 1).index_add_(0, into, w_u)
+
     if method.push is None:
-        a, b = torch.zeros_like(sum_w), 1.0 / sum_w
+        y = (w_k * x_k + sum_xw_u) / (w_k + sum_w_u)  # weighted average of the kept token and U
     else:
-        # x_k + lam (xbar_U - x_k) with xbar_U = (sum_xw - w_k x_k) / w_U and w_U = sum_w - w_k
+        # x_k + lam (xbar_U - x_k), lam = min(alpha S_U / s_k, beta_k), beta_k = beta0 (s_k / mean s)^delta
         alpha, beta0, delta = method.push
-        w_u = sum_w - plan.representatives(w)
-        mean_s = size[:, p:].mean(dim=1, keepdim=True)
-        lam = torch.minimum(alpha * (new_size - s_k) / s_k, beta0 * (s_k / mean_s) ** delta).clamp(0.0, 1.0)
-        lam_u = torch.where(merged, lam / w_u.clamp_min(1e-12), torch.zeros_like(lam))
-        a, b = 1.0 - lam_u * sum_w, lam_u
+        mean_s = size[:, p:].mean(dim=1).view(-1)[img, None]
+        lam = torch.minimum(alpha * (s_new - s_k) / s_k, beta0 * (s_k / mean_s) ** delta).clamp(0.0, 1.0)
+        y = torch.addcmul(x_k, lam, sum_xw_u / sum_w_u.clamp_min(1e-12) - x_k)
     if method.eta:
-        eta = torch.where(merged, torch.full_like(a, method.eta), torch.zeros_like(a))
-        a, b = (1 - eta) * a + eta, (1 - eta) * b
-    a = torch.where(merged, a, torch.ones_like(a))  # untouched slots keep their token exactly
-    b = torch.where(merged, b, torch.zeros_like(b))
-    out = torch.addcmul(x_keep * a, sum_xw, b)
-
+        y = torch.lerp(y, x_k, method.eta)  # (1 - eta) y + eta x_k
     if method.recenter:
-        # Shift only merged tokens, by the amount that restores the size-weighted mean of the patch
-        # tokens: sum_m s_m * shift = S * (mean before - mean after). Weighted sums as matmuls.
-        before = size[:, p:].transpose(1, 2) @ x[:, p:]
-        after = new_size[:, p:].transpose(1, 2) @ out[:, p:]
-        s_merged = (new_size * merged)[:, p:].sum(1, keepdim=True)
-        shift = (before - after) / s_merged.clamp_min(1e-12)
-        out = torch.addcmul(out, merged.to(out.dtype), shift)
+        # Shift merged tokens by the amount that restores the size-weighted mean of the patch tokens:
+        # unmerged slots cancel, so the change is sum over merged slots of (s_k x_k + sum_U s x) - s' y.
+        sum_xs_u = sum_xw_u if w is size else x.new_zeros(M, C).index_add_(0, into, x_u * s_rows[absorbed, None])
+        change = x.new_zeros(B, C).index_add_(0, img, s_k * x_k + sum_xs_u - s_new * y)
+        s_merged = x.new_zeros(B, 1).index_add_(0, img, s_new)
+        y = y + (change / s_merged.clamp_min(1e-12))[img]
     if method.clip_tau is not None:
-        limit = method.clip_tau * norms[:, p:].mean(dim=1, keepdim=True)
-        n_out = out.norm(dim=-1, keepdim=True)
-        out = out * torch.where(merged & (n_out > limit), limit / n_out.clamp_min(1e-12), torch.ones_like(n_out))
+        limit = method.clip_tau * mean_norm.view(-1)[img, None]
+        n_y = y.norm(dim=-1, keepdim=True)
+        y = y * torch.where(n_y > limit, limit / n_y.clamp_min(1e-12), torch.ones_like(n_y))
+    out.view(B * K, C).index_copy_(0, slots, y)
     return out, new_size
