@@ -6,6 +6,7 @@ Prints img/s (median over all repeats, p10-p90) for: the unpatched model, the pa
 ToMe at r, and each ours preset with a uniform keep ratio solved to ToMe's GFLOPs. The variants are
 timed in interleaved rounds (each round visits every variant, starting with a different one), so a
 drift in the machine's load hits them alike; the ratio to ToMe is the figure to read.
+Measured figures, where the time goes and what made it faster: benchmarks/THROUGHPUT.md.
 """
 from __future__ import annotations
 
