@@ -288,9 +288,12 @@ def test_farthest_first_cpu_rounds_equal_torch_rounds(monkeypatch):
     rows, offset = cos.view(B * n, n), torch.arange(B) * n
     d_np, d_t = cos[:, 0].clone(), cos[:, 0].clone()
     _farthest_first(rows, d_np, offset, 25)
+    d_single = [cos[b:b + 1, 0].clone() for b in range(B)]  # batch 1 takes its own numpy branch
+    for b in range(B):
+        _farthest_first(cos[b].contiguous(), d_single[b], torch.zeros(1, dtype=torch.long), 25)
     monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
     _farthest_first(rows, d_t, offset, 25)
-    assert torch.equal(d_np, d_t)
+    assert torch.equal(d_np, d_t) and torch.equal(torch.cat(d_single), d_t)
     assert ((d_np > 2.5).sum(1) == 26).all()  # the seed token and 25 picks
 
 
