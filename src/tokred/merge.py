@@ -135,8 +135,9 @@ def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, me
 
     B, N, C = x.shape
     K, p = plan.num_out, num_protected
-    norms = x.norm(dim=-1, keepdim=True)
-    mean_norm = norms[:, p:].mean(dim=1, keepdim=True)  # [B, 1, 1]
+    if method.size_mode == "norm" or method.clip_tau is not None:  # a pass over every token, only when used
+        norms = x.norm(dim=-1, keepdim=True)
+        mean_norm = norms[:, p:].mean(dim=1, keepdim=True)  # [B, 1, 1]
     if method.size_mode == "avg":
         w = size
     elif method.size_mode == "norm":
