@@ -1,18 +1,30 @@
 # Two commands for a fresh machine:
 #   make paper   install everything, then run the embedded default to the PDF
 #   make test    install everything, then run the test suite
+# The install is pinned: requirements/lock.txt (regenerate with `make lock`).
+# `make install TORCH=cpu` takes torch/torchvision from PyTorch's CPU wheel index instead of PyPI's
+# CUDA build (about 3 GB less; same versions).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 8
+LOCK := requirements/lock.txt
+TORCH ?= cuda
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install latex paper test dry-run clean
+.PHONY: install latex paper test dry-run lock clean
 
 install: $(VENV)/.installed latex
 
-$(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
+$(VENV)/.installed: pyproject.toml $(LOCK)
+	tools/ensure_venv.sh $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[pipeline,test]"
+ifeq ($(TORCH),cpu)
+	grep -v -E '^(nvidia-|cuda-|triton)' $(LOCK) > $(VENV)/lock-cpu.txt
+	$(PY) -m pip install -q --extra-index-url $(TORCH_CPU_INDEX) -r $(VENV)/lock-cpu.txt
+else
+	$(PY) -m pip install -q -r $(LOCK)
+endif
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 latex:
@@ -27,6 +39,9 @@ test: install
 
 dry-run: $(VENV)/.installed
 	$(VENV)/bin/snakemake -n --cores $(CORES)
+
+lock: $(VENV)/.installed
+	tools/lock.sh $(VENV)
 
 clean:
 	rm -rf results/embedded results/micro .snakemake

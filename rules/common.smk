@@ -10,6 +10,7 @@ from pathlib import Path
 # installed or not.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from tokred import preflight  # light: no torch
+from tokred.codeversion import script_code_hash
 
 R = config["results_dir"]
 EMBEDDED = config["model"]["source"] == "embedded"
@@ -21,6 +22,13 @@ preflight.check_config(config)
 
 # Every evaluation is one job: (group, run) -> run spec. The baseline is the unreduced model.
 RUNS = preflight.expand_runs(config)
+
+
+def code(script):
+    """A rule's `code` param: the hash of its script and of every library module the script can import, so
+    that editing `src/tokred` reruns exactly the jobs whose code changed (Snakemake's own code trigger
+    sees the script only). See tokred.codeversion."""
+    return script_code_hash(f"{workflow.basedir}/workflow/scripts/{script}")
 
 
 def mark_stale(log):

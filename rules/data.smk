@@ -7,6 +7,7 @@ rule eval_set:
     log:
         f"{R}/logs/eval_set.log",
     params:
+        code=code("build_eval_set.py"),
         cfg={k: config[k] for k in ("model", "data", "task") if k in config},
     threads: 2
     resources:

@@ -11,6 +11,7 @@ rule evaluate:
     log:
         f"{R}/logs/runs/{{group}}/{{run}}.log",
     params:
+        code=code("evaluate.py"),
         run=lambda wc: RUNS[(wc.group, wc.run)],
         cfg={k: config[k] for k in ("seed", "model", "data", "task", "train", "eval") if k in config},
         torch_threads=EVAL_THREADS,
@@ -32,6 +33,7 @@ rule solve_schedule:
     log:
         f"{R}/logs/schedules/{{schedule}}.log",
     params:
+        code=code("solve_schedule.py"),
         spec=lambda wc: SCHEDULES[wc.schedule],
         cfg={k: config[k] for k in ("seed", "model", "data", "task", "train") if k in config},
     wildcard_constraints:

@@ -13,6 +13,7 @@ rule evaluate_ood:
     log:
         f"{R}/logs/ood/{{condition}}.log",
     params:
+        code=code("evaluate_ood.py"),
         cond=lambda wc: OOD_CONDITIONS[wc.condition],
         runs=OOD_RUNS,
         cfg={**{k: config[k] for k in ("seed", "model", "data", "task", "train", "eval") if k in config},
@@ -37,6 +38,7 @@ rule report_ood:
     log:
         f"{R}/logs/report_ood.log",
     params:
+        code=code("report_ood.py"),
         families=OOD_FAMILIES,
         n_boot=config["eval"].get("bootstrap", 2000),
         seed=config["seed"],

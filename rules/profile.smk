@@ -13,6 +13,7 @@ rule profile_latency:
     log:
         f"{R}/logs/profile_latency.log",
     params:
+        code=code("profile_latency.py"),
         cfg={k: config[k] for k in ("seed", "model", "data", "task", "train", "profiling") if k in config},
         methods=(PROFILING or {}).get("methods", []),
     threads: PROFILE_THREADS
@@ -34,6 +35,7 @@ rule profile_runs:
     log:
         f"{R}/logs/profile_runs.log",
     params:
+        code=code("profile_runs.py"),
         cfg={k: config[k] for k in ("seed", "model", "data", "task", "train", "profiling") if k in config},
     threads: PROFILE_THREADS
     resources:
@@ -53,6 +55,7 @@ rule profile_tokens:
     log:
         f"{R}/logs/profile_tokens.log",
     params:
+        code=code("profile_tokens.py"),
         cfg={k: config[k] for k in ("seed", "model", "data", "task", "train", "profiling") if k in config},
     threads: PROFILE_THREADS
     resources:
@@ -75,5 +78,7 @@ rule report_systems:
         "../environment.yml"
     log:
         f"{R}/logs/report_systems.log",
+    params:
+        code=code("report_systems.py"),
     script:
         "../workflow/scripts/report_systems.py"

@@ -20,6 +20,8 @@ rule report_reproduce:
         "../environment.yml"
     log:
         f"{R}/logs/report_reproduce.log",
+    params:
+        code=code("report_reproduce.py"),
     script:
         "../workflow/scripts/report_reproduce.py"
 
@@ -35,6 +37,7 @@ rule report_group:
     log:
         f"{R}/logs/report_{{group}}.log",
     params:
+        code=code("report_group.py"),
         pairs=PAIRS,
     wildcard_constraints:
         group="early|full|ablations",
@@ -52,6 +55,8 @@ rule report_figures_early:
         "../environment.yml"
     log:
         f"{R}/logs/report_figures_early.log",
+    params:
+        code=code("report_figures_early.py"),
     script:
         "../workflow/scripts/report_figures_early.py"
 
@@ -67,6 +72,7 @@ rule report_figures_ablations:
     log:
         f"{R}/logs/report_figures_ablations.log",
     params:
+        code=code("report_figures_ablations.py"),
         tome_run=ABLATION_TOME,
     script:
         "../workflow/scripts/report_figures_ablations.py"
@@ -83,6 +89,7 @@ rule report_overview:
     log:
         f"{R}/logs/report_overview.log",
     params:
+        code=code("report_overview.py"),
         profile=config["profile"],
         model=config["model"],
         data=config["data"],
@@ -103,6 +110,7 @@ rule visualize_merges:
     log:
         f"{R}/logs/visualize_merges.log",
     params:
+        code=code("visualize_merges.py"),
         cfg={k: config[k] for k in ("seed", "model", "data", "task", "train", "paper") if k in config},
     script:
         "../workflow/scripts/visualize_merges.py"

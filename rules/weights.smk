@@ -9,6 +9,7 @@ if EMBEDDED:
         log:
             f"{R}/logs/train_embedded.log",
         params:
+            code=code("train_embedded.py"),
             cfg={k: config[k] for k in ("seed", "model", "task", "train")},
         threads: 8
         resources:
@@ -27,6 +28,7 @@ else:
         log:
             f"{R}/logs/download_weights.log",
         params:
+            code=code("download_weights.py"),
             cfg={"model": config["model"]},
         localrule: True
         retries: 2

@@ -75,13 +75,15 @@ def config_hash(cfg: Any) -> str:
 
 
 def provenance(cfg: Any = None, device: str | None = None) -> dict:
-    """Versions, host and device a result was produced with, plus the hash of its config."""
+    """Versions, host and device a result was produced with, the hash of its config, and the code it ran
+    (`code`: library path and hash, git commit and dirty flag; see `tokred.codeversion.code_version`)."""
     import numpy
     import timm
     import torch
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    from .codeversion import code_version
     from .profiling import _cpu_model
 
     dev_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else _cpu_model()
@@ -96,4 +98,5 @@ def provenance(cfg: Any = None, device: str | None = None) -> dict:
         "num_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "host": platform.node(),
+        "code": code_version(),
     }
