@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import tokred  # noqa: E402
-from tokred import synthetic  # noqa: E402
+from tokred.data import synthetic  # noqa: E402
 from tokred.models import EMBEDDED_MEAN, EMBEDDED_STD, create_embedded_model, normalize  # noqa: E402
-from tokred.train import train_model  # noqa: E402
+from tokred.data.train import train_model  # noqa: E402
 
 
 def tome_factory(impl: str, tome_path: str | None):

@@ -2,7 +2,7 @@
 
     python benchmarks/eval_loop.py [--images 1000] [--batch 100] [--method tome --r 13] [--rounds 3]
 
-`tokred.pipeline.compute_logits` (uint8 cache -> normalise per batch -> model -> float logits, NaN
+`tokred.study.runner.compute_logits` (uint8 cache -> normalise per batch -> model -> float logits, NaN
 check, progress bar) is timed against a loop that only calls the model on batches normalised
 beforehand. Target: the pipeline loop within 10% of the bare one. Rounds alternate the two.
 """
@@ -17,7 +17,7 @@ import torch
 def main() -> None:
     import tokred
     from tokred.models import EMBEDDED_MEAN, EMBEDDED_STD, create_embedded_model, normalize
-    from tokred.pipeline import compute_logits
+    from tokred.study.runner import compute_logits
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=1000)

@@ -21,7 +21,7 @@ def main() -> None:
     import tokred
     from tokred.flops import match_keep
     from tokred.models import create_embedded_model
-    from tokred.profiling import hardware_info, summarize, time_fn
+    from tokred.study.timing import hardware_info, summarize, time_fn
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="embedded")

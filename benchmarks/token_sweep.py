@@ -42,12 +42,12 @@ def largest_steps(rows, key="latency_ms", k=5):
 
 def sweep_part(model, args) -> list[dict]:
     """Part 1: token sweep of one block and of the whole model."""
-    from tokred import profiling
+    from tokred.study import timing
 
     timing = dict(device=args.device, warmup=args.warmup, repeats=args.repeats, amp=args.amp)
     rows_out = []
     counts = list(range(args.min, args.max + 1, args.step))
-    sweeps = {scope: profiling.token_sweep(model, counts, batch_size=args.batch, scope=scope, passes=args.passes,
+    sweeps = {scope: timing.token_sweep(model, counts, batch_size=args.batch, scope=scope, passes=args.passes,
                                            shuffle=not args.no_shuffle, **timing)
               for scope in args.scopes}
     cols = "".join(f" {scope + ' ms':>9s} {'[p10':>8s} {'p90]':>8s} {'us/token':>8s}" for scope in sweeps)
@@ -70,7 +70,8 @@ def sweep_part(model, args) -> list[dict]:
 def tile_part(model, args) -> list[dict]:
     """Part 2: tile rounding of ToMe r, in images/s, runs interleaved round by round."""
     import tokred
-    from tokred import profiling, schedule
+    from tokred import schedule
+    from tokred.study import timing
 
     rows_out = []
     depth, num_patches, prot = len(model.blocks), model.patch_embed.num_patches, model.num_prefix_tokens
@@ -95,28 +96,29 @@ def tile_part(model, args) -> list[dict]:
     for rnd in range(args.rounds):
         for name in names[rnd % len(names):] + names[:rnd % len(names)]:  # rotate the start each round
             apply(variants[name])
-            with torch.inference_mode(), profiling.autocast(args.device, args.amp):
-                t = profiling.time_fn(lambda: model(x), device=args.device, warmup=args.warmup, repeats=args.repeats)
+            with torch.inference_mode(), timing.autocast(args.device, args.amp):
+                t = timing.time_fn(lambda: model(x), device=args.device, warmup=args.warmup, repeats=args.repeats)
             samples[name] += t["seconds"]
     tokred.unpatch(model)
     print(f"\n{args.rounds} interleaved rounds x {args.repeats} repeats per run")
     print(f"{'run':24s} {'GFLOPs':>7s} {'img/s':>8s} {'[p10':>8s} {'p90]':>8s} {'ms/batch':>9s}  kept tokens after each block")
     for name, rs in variants.items():
-        t = profiling.summarize(samples[name])
+        t = timing.summarize(samples[name])
         kept = [c + prot for c in schedule.token_counts(num_patches, rs or [0] * depth)[1:]]
         ips = args.batch / t["median"]
         print(f"{name:24s} {gflops[name]:7.3f} {ips:8.1f} {args.batch / t['p90']:8.1f} {args.batch / t['p10']:8.1f} "
               f"{1e3 * t['median']:9.2f}  {kept if rs and any(rs) else '-'}")
         rows_out.append({"section": "tile", "run": name, "r_list": rs,
                          "gflops": gflops[name], "batch_size": args.batch, "latency_ms": 1e3 * t["median"],
-                         **{f"latency_ms_{k}": 1e3 * t[k] for k in profiling.STAT_KEYS[1:]}, "img_per_s": ips,
+                         **{f"latency_ms_{k}": 1e3 * t[k] for k in timing.STAT_KEYS[1:]}, "img_per_s": ips,
                          "img_per_s_lo": args.batch / t["p90"], "img_per_s_hi": args.batch / t["p10"],
                          "amp": args.amp, "device": args.device, "repeats": len(samples[name])})
     return rows_out
 
 
 def main() -> None:
-    from tokred import profiling, schedule
+    from tokred import schedule
+    from tokred.study import timing
     from tokred.io import atomic_path
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,7 +147,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build(args.model, args.num_classes).to(args.device).eval()
-    hw = profiling.hardware_info(args.device)
+    hw = timing.hardware_info(args.device)
     print("hardware: " + ", ".join(f"{k}={v}" for k, v in hw.items() if v is not None and k != "host"))
     print(f"model {args.model}, batch {args.batch}, threads {torch.get_num_threads()}, amp {args.amp}, "
           f"warmup {args.warmup}, repeats {args.repeats} (median [p10, p90]); fused attention "

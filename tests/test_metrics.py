@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tokred import metrics
+from tokred.study import metrics
 
 
 def test_top1_drop_agreement():

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tokred.ood import restrict_to_mask
-from tokred.report import ood_table
+from tokred.study.ood import restrict_to_mask
+from tokred.report.tables import ood_table
 
 
 def test_restrict_to_mask_scores_only_the_subset_classes():

@@ -80,7 +80,7 @@ def test_corrupted_weights_fail_the_run_and_mark_the_paper_stale(tmp_path, refer
 
 def test_nan_logits_fail_the_run_naming_the_images():
     from tokred.models import create_embedded_model
-    from tokred.pipeline import compute_logits
+    from tokred.study.runner import compute_logits
 
     model = create_embedded_model(3, embed_dim=24).eval()
     with torch.no_grad():

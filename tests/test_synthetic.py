@@ -1,4 +1,4 @@
-"""Unit tests for the synthetic image generator (tokred.synthetic)."""
+"""Unit tests for the synthetic image generator (tokred.data.synthetic)."""
 import sys
 from pathlib import Path
 
@@ -7,10 +7,10 @@ import pytest
 import torch
 
 try:
-    from tokred import synthetic
+    from tokred.data import synthetic
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from tokred import synthetic
+    from tokred.data import synthetic
 
 SMALL = {"img_size": 48, "radius_min": 2.0, "radius_max": 3.0}
 

@@ -1,4 +1,4 @@
-"""Unit tests for the training loop (tokred.train) on a tiny model."""
+"""Unit tests for the training loop (tokred.data.train) on a tiny model."""
 import io
 import math
 import sys
@@ -8,10 +8,10 @@ import pytest
 import torch
 
 try:
-    from tokred import synthetic, train
+    from tokred.data import synthetic, train
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from tokred import synthetic, train
+    from tokred.data import synthetic, train
 from tokred.models import create_embedded_model
 
 TASK = {"img_size": 32, "radius_min": 1.5, "radius_max": 2.5, "max_count": 2, "distractors_min": 1,

@@ -4,7 +4,7 @@ import torch
 
 import tokred
 from tokred.models import EMBEDDED_MEAN, EMBEDDED_STD, create_embedded_model
-from tokred.visualize import group_mean_image, merge_groups
+from tokred.report.merges import group_mean_image, merge_groups
 
 
 def _model():

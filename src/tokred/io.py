@@ -1,4 +1,4 @@
-"""Atomic file output and run provenance.
+"""Job plumbing: atomic file output, job logs and threads, and run provenance.
 
 Every artefact the pipeline writes goes through `atomic_path`: the data is written to a temporary
 file beside the target and renamed into place, so an interrupted job never leaves a file that a
@@ -35,6 +35,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def logged(log_path: str | None):
+    """Send stdout/stderr of a job to its Snakemake log file (and keep tracebacks there)."""
+    if not log_path:
+        yield
+        return
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", buffering=1) as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        try:
+            yield
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            raise
+
+
+def set_threads(n: int) -> None:
+    """torch's intra-op threads for this job: `n`, at most the machine's CPUs."""
+    import torch
+
+    torch.set_num_threads(max(1, min(int(n), os.cpu_count() or 1)))
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
@@ -50,6 +74,13 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def load_eval_set(path: str) -> dict:
+    """The eval set written by `build_eval_set`, memory-mapped: {"images", "labels", "mean", "std"}."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
 
 
 def _json_default(o: Any) -> Any:
@@ -74,6 +105,18 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux; platform's answer elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(cfg: Any = None, device: str | None = None) -> dict:
     """Versions, host and device a result was produced with, the hash of its config, and the code it ran
     (`code`: library path and hash, git commit and dirty flag; see `tokred.codeversion.code_version`)."""
@@ -84,9 +127,8 @@ def provenance(cfg: Any = None, device: str | None = None) -> dict:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     from .codeversion import code_version
-    from .profiling import _cpu_model
 
-    dev_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else _cpu_model()
+    dev_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else cpu_model()
     return {
         "config_hash": config_hash(cfg) if cfg is not None else None,
         "torch": torch.__version__,

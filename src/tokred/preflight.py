@@ -11,7 +11,7 @@ from .methods import resolve_method
 
 def check_config(cfg: dict) -> None:
     if cfg["model"]["source"] == "embedded":
-        from .synthetic import resolve_task
+        from .data.synthetic import resolve_task
 
         try:
             resolve_task(cfg["task"])

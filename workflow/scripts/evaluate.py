@@ -1,6 +1,7 @@
 """Rule evaluate: one run (baseline or a reduction method) -> logits + metrics JSON."""
 import _paths  # noqa: F401  (puts the project's src/ on sys.path)
-from tokred.pipeline import evaluate_run, logged
+from tokred.io import logged
+from tokred.study.evaluate import evaluate_run
 
 sm = snakemake  # noqa: F821
 with logged(sm.log[0]):

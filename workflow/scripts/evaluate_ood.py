@@ -1,7 +1,7 @@
 """Rule evaluate_ood: every OOD run on one condition -> per-run logits + metrics JSON."""
 import _paths  # noqa: F401  (puts the project's src/ on sys.path)
-from tokred.ood import evaluate_condition
-from tokred.pipeline import logged
+from tokred.study.ood import evaluate_condition
+from tokred.io import logged
 
 sm = snakemake  # noqa: F821
 with logged(sm.log[0]):

@@ -1,7 +1,7 @@
 """Rule profile_latency: img/s and latency per method variant, batch size and precision."""
 import _paths  # noqa: F401  (puts the project's src/ on sys.path)
-from tokred.pipeline import logged
-from tokred.systems import profile_latency
+from tokred.io import logged
+from tokred.study.latency import profile_latency
 
 sm = snakemake  # noqa: F821
 with logged(sm.log[0]):

@@ -1,7 +1,7 @@
 """Rule profile_runs: time every evaluated run's configuration; GFLOPs vs latency correlation."""
 import _paths  # noqa: F401  (puts the project's src/ on sys.path)
-from tokred.pipeline import logged
-from tokred.systems import profile_runs
+from tokred.io import logged
+from tokred.study.latency import profile_runs
 
 sm = snakemake  # noqa: F821
 with logged(sm.log[0]):

@@ -1,7 +1,7 @@
 """Rule profile_tokens: latency of one block and of the whole model against the token count."""
 import _paths  # noqa: F401  (puts the project's src/ on sys.path)
-from tokred.pipeline import logged
-from tokred.systems import profile_tokens
+from tokred.io import logged
+from tokred.study.latency import profile_tokens
 
 sm = snakemake  # noqa: F821
 with logged(sm.log[0]):

@@ -1,11 +1,12 @@
 """Rule report_group: the early / full / ablations table, with McNemar tests against ToMe."""
 import _paths  # noqa: F401  (puts the project's src/ on sys.path)
-from tokred import report
-from tokred.pipeline import load_eval_set, logged
+from tokred.report import load, tables
+from tokred import io
+from tokred.io import logged
 
 sm = snakemake  # noqa: F821
 with logged(sm.log[0]):
-    labels = load_eval_set(sm.input.eval_set)["labels"]
-    df = report.add_tome_comparison(report.load_metrics(sm.input.metrics), sm.params.pairs, labels)
-    make = {"early": report.early_table, "full": report.full_table, "ablations": report.ablation_table}
+    labels = io.load_eval_set(sm.input.eval_set)["labels"]
+    df = load.add_tome_comparison(load.load_metrics(sm.input.metrics), sm.params.pairs, labels)
+    make = {"early": tables.early_table, "full": tables.full_table, "ablations": tables.ablation_table}
     make[sm.wildcards.group](df, *sm.output)

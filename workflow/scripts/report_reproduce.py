@@ -1,11 +1,11 @@
 """Rule report_reproduce: reproduction table and Top-1-vs-GFLOPs figure."""
 import _paths  # noqa: F401  (puts the project's src/ on sys.path)
-from tokred import report
-from tokred.pipeline import logged
+from tokred.report import figures, load, tables
+from tokred.io import logged
 
 sm = snakemake  # noqa: F821
 with logged(sm.log[0]):
-    df = report.load_metrics(sm.input.metrics)
+    df = load.load_metrics(sm.input.metrics)
     csv, tex, fig_pdf, fig_png = sm.output
-    report.reproduce_table(df, csv, tex)
-    report.top1_vs_gflops_figure(df, fig_pdf, fig_png)
+    tables.reproduce_table(df, csv, tex)
+    figures.top1_vs_gflops_figure(df, fig_pdf, fig_png)

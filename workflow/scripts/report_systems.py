@@ -3,8 +3,8 @@ import json
 
 import _paths  # noqa: F401  (puts the project's src/ on sys.path)
 import pandas as pd
-from tokred import report
-from tokred.pipeline import logged
+from tokred.report import figures, macros
+from tokred.io import logged
 
 sm = snakemake  # noqa: F821
 with logged(sm.log[0]):
@@ -14,7 +14,7 @@ with logged(sm.log[0]):
     summary = json.loads(open(sm.input.runs_summary).read())
     hw = json.loads(open(sm.input.latency_hw).read())["hardware"]
     out = sm.output
-    report.latency_figure(latency, hw, out[0], out[1])
-    report.gflops_latency_figure(runs, summary, out[2], out[3])
-    report.token_sweep_figure(tokens, json.loads(open(sm.input.tokens_hw).read())["hardware"], out[4], out[5])
-    report.write_system_macros(out[6], latency=latency, correlation=summary)
+    figures.latency_figure(latency, hw, out[0], out[1])
+    figures.gflops_latency_figure(runs, summary, out[2], out[3])
+    figures.token_sweep_figure(tokens, json.loads(open(sm.input.tokens_hw).read())["hardware"], out[4], out[5])
+    macros.write_system_macros(out[6], latency=latency, correlation=summary)

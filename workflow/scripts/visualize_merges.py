@@ -1,7 +1,7 @@
 """Rule visualize_merges: which input patches each final token holds, per method, on a few images."""
 import _paths  # noqa: F401  (puts the project's src/ on sys.path)
-from tokred.pipeline import logged
-from tokred.visualize import visualize_merges
+from tokred.io import logged
+from tokred.report.merges import visualize_merges
 
 sm = snakemake  # noqa: F821
 with logged(sm.log[0]):

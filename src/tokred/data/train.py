@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from . import synthetic
-from .models import EMBEDDED_MEAN, EMBEDDED_STD, normalize
+from .. import io
+from ..models import EMBEDDED_DEFAULTS, EMBEDDED_MEAN, EMBEDDED_STD, create_embedded_model, normalize
 
 CURRICULUM_KEYS = {"easy_start", "easy_end", "decay_frac", "easy"}
 
@@ -162,4 +163,22 @@ def train_model(model: torch.nn.Module, task: dict, *, steps: int, batch_size: i
     if log is not None:
         log(f"trained {steps} steps x {batch_size} in {seconds:.1f} s ({steps / seconds:.2f} steps/s, "
             f"data {gen_s:.1f} s), final loss {hist['loss'][-1]:.4f}")
+    return hist
+
+
+def train_embedded(cfg: dict, out: str) -> dict:
+    """The training job of the embedded profile: train on the config's task, save the checkpoint
+    {"state_dict", "model", "num_classes", "task", "history", "provenance"} atomically at `out`."""
+    arch = {k: cfg["model"][k] for k in EMBEDDED_DEFAULTS if k in cfg["model"]}
+    task = synthetic.resolve_task(cfg["task"])
+    arch["img_size"] = task["img_size"]
+    n_cls = synthetic.num_classes(task)
+    torch.manual_seed(cfg["seed"])
+    model = create_embedded_model(n_cls, **arch)
+    t = cfg["train"]
+    hist = train_model(model, task, steps=t["steps"], batch_size=t["batch_size"], lr=t["lr"],
+                       weight_decay=t["weight_decay"], warmup_frac=t["warmup_frac"],
+                       grad_clip=t["grad_clip"], seed=cfg["seed"], curriculum=t.get("curriculum"))
+    io.save_torch(out, {"state_dict": model.state_dict(), "model": arch, "num_classes": n_cls,
+                        "task": task, "history": hist, "provenance": io.provenance(cfg)})
     return hist

@@ -1,7 +1,7 @@
 """System studies (seed §3.5) as pipeline jobs: latency/throughput per method and batch size, GFLOPs vs
 measured speed across every evaluated run, and the token-count sweep. Timing lives in `profiling`.
 
-Every output carries the hardware and versions it was measured on (`profiling.hardware_info`).
+Every output carries the hardware and versions it was measured on (`timing.hardware_info`).
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import json
 
 import pandas as pd
 
-from . import io
-from .pipeline import apply_run, build_model, load_json, set_threads
+from .. import io
+from .runner import apply_run, build_model, load_json
 
 
 def _device(cfg: dict) -> str:
@@ -19,7 +19,7 @@ def _device(cfg: dict) -> str:
         import torch
 
         if not torch.cuda.is_available():
-            raise RuntimeError(f"config key 'profiling.device' is {dev!r} but CUDA is not available here")
+            raise RuntimeError(f"config key 'timing.device' is {dev!r} but CUDA is not available here")
     return dev
 
 
@@ -41,10 +41,10 @@ def profile_latency(cfg: dict, *, weights: str, schedules: dict[str, str], out_c
                     threads: int = 1) -> pd.DataFrame:
     """Per variant, batch size and precision (fp32; AMP on CUDA): median latency and img/s with spread.
     Variants are interleaved per batch size so a drift of the machine's load hits them alike."""
-    from . import profiling
-    from .flops import count_flops
+    from . import timing
+    from ..flops import count_flops
 
-    set_threads(threads)
+    io.set_threads(threads)
     p, dev = cfg["profiling"], _device(cfg)
     model = build_model(cfg, weights)
     size = (3, *model.patch_embed.img_size)
@@ -53,8 +53,8 @@ def profile_latency(cfg: dict, *, weights: str, schedules: dict[str, str], out_c
     for label, run, extra in variants:
         apply_run(model, run, load_json(extra.get("schedule")))
         gflops = count_flops(model, size)
-        for amp in profiling.amp_modes(dev):
-            for row in profiling.profile_model(model, batch_sizes=p["batch_sizes"], device=dev, amp=amp,
+        for amp in timing.amp_modes(dev):
+            for row in timing.profile_model(model, batch_sizes=p["batch_sizes"], device=dev, amp=amp,
                                                warmup=p["warmup"], repeats=p["repeats"]):
                 rows.append({"variant": label, "run": run["name"], "gflops": gflops, **row})
         model.to("cpu")
@@ -63,7 +63,7 @@ def profile_latency(cfg: dict, *, weights: str, schedules: dict[str, str], out_c
     df = pd.DataFrame(rows)
     with io.atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
-    io.write_json(out_json, {"hardware": profiling.hardware_info(dev), "threads": threads,
+    io.write_json(out_json, {"hardware": timing.hardware_info(dev), "threads": threads,
                              "provenance": io.provenance(cfg, device=dev)})
     return df
 
@@ -74,11 +74,11 @@ def profile_runs(cfg: dict, metrics_paths: list[str], *, weights: str, out_csv: 
     batch size, then correlate GFLOPs with latency and throughput (Pearson, Spearman)."""
     from tqdm.auto import tqdm
 
-    from . import profiling
-    from .methods import Method
-    from .patching import patch, unpatch
+    from . import timing
+    from ..methods import Method
+    from ..patching import patch, unpatch
 
-    set_threads(threads)
+    io.set_threads(threads)
     p, dev = cfg["profiling"], _device(cfg)
     model = build_model(cfg, weights)
     rows = []
@@ -87,7 +87,7 @@ def profile_runs(cfg: dict, metrics_paths: list[str], *, weights: str, out_csv: 
         unpatch(model)
         if m["method_config"]:
             patch(model, Method(**m["method_config"]), r=m["resolved_r"])
-        (row,) = profiling.profile_model(model, batch_sizes=[p["runs_batch"]], device=dev, warmup=p["warmup"],
+        (row,) = timing.profile_model(model, batch_sizes=[p["runs_batch"]], device=dev, warmup=p["warmup"],
                                          repeats=p["runs_repeats"])
         rows.append({"run": m["run"], "group": m["group"], "method": m["method"], "gflops": m["gflops"],
                      "latency_ms": row["latency_ms"], "latency_ms_p10": row["latency_ms_p10"],
@@ -96,9 +96,9 @@ def profile_runs(cfg: dict, metrics_paths: list[str], *, weights: str, out_csv: 
     df = pd.DataFrame(rows)
     with io.atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
-    summary = {"latency": profiling.correlation(df["gflops"], df["latency_ms"]),
-               "throughput": profiling.correlation(df["gflops"], df["img_per_s"]),
-               "batch_size": p["runs_batch"], "hardware": profiling.hardware_info(dev),
+    summary = {"latency": timing.correlation(df["gflops"], df["latency_ms"]),
+               "throughput": timing.correlation(df["gflops"], df["img_per_s"]),
+               "batch_size": p["runs_batch"], "hardware": timing.hardware_info(dev),
                "provenance": io.provenance(cfg, device=dev)}
     io.write_json(out_json, summary)
     print(f"GFLOPs vs latency over {len(df)} runs: Pearson {summary['latency']['pearson']:.3f}, "
@@ -108,19 +108,19 @@ def profile_runs(cfg: dict, metrics_paths: list[str], *, weights: str, out_csv: 
 
 def profile_tokens(cfg: dict, *, weights: str, out_csv: str, out_json: str, threads: int = 1) -> pd.DataFrame:
     """Latency of one block and of the whole transformer for every token count in the configured range."""
-    from . import profiling
+    from . import timing
 
-    set_threads(threads)
+    io.set_threads(threads)
     p, dev = cfg["profiling"], _device(cfg)
     t = p["tokens"]
     model = build_model(cfg, weights)
     counts = list(range(t["min"], t["max"] + 1, t["step"]))
     rows = []
     for scope in ("block", "model"):
-        rows += profiling.token_sweep(model, counts, batch_size=t["batch"], device=dev, warmup=p["warmup"],
+        rows += timing.token_sweep(model, counts, batch_size=t["batch"], device=dev, warmup=p["warmup"],
                                       repeats=p["repeats"], scope=scope, passes=t.get("passes", 1), shuffle=True)
     df = pd.DataFrame(rows)
     with io.atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
-    io.write_json(out_json, {"hardware": profiling.hardware_info(dev), "provenance": io.provenance(cfg, device=dev)})
+    io.write_json(out_json, {"hardware": timing.hardware_info(dev), "provenance": io.provenance(cfg, device=dev)})
     return df

@@ -11,7 +11,7 @@ def merge_groups(model, images: torch.Tensor, mean, std) -> torch.Tensor:
 
     `images` are uint8 [B, 3, H, W]; the model's state after the forward holds `source`
     [B, tokens, input tokens] (0/1), the protected tokens first."""
-    from .models import normalize
+    from ..models import normalize
 
     st = getattr(model, "_tokred", None)
     if st is None or not st.trace_source:
@@ -45,9 +45,9 @@ def group_mean_image(image: np.ndarray, groups: np.ndarray, patch: int) -> np.nd
 def merge_figure(images: torch.Tensor, panels: dict[str, torch.Tensor], patch: int, pdf_path: str, png_path: str,
                  titles: dict[str, str] | None = None) -> None:
     """One row per image: the image, then one panel per method (name -> groups [B, gh, gw])."""
-    from .report import _figure_setup, _save
+    from .figures import figure_setup, save_figure
 
-    plt, _ = _figure_setup()
+    plt, _ = figure_setup()
     n, cols = len(images), 1 + len(panels)
     fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
     for i in range(n):
@@ -64,16 +64,17 @@ def merge_figure(images: torch.Tensor, panels: dict[str, torch.Tensor], patch: i
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    _save(fig, pdf_path, png_path)
+    save_figure(fig, pdf_path, png_path)
 
 
 def visualize_merges(cfg: dict, *, weights: str, eval_set_path: str, pdf_path: str, png_path: str) -> None:
     """The figure of the pipeline: the first few eval images under each configured method at r."""
-    from .patching import patch, unpatch
-    from .pipeline import build_model, load_eval_set
+    from .. import io
+    from ..patching import patch, unpatch
+    from ..study.runner import build_model
 
     v = cfg["paper"]["visualize"]
-    es = load_eval_set(eval_set_path)
+    es = io.load_eval_set(eval_set_path)
     images = es["images"][: v["images"]].clone()
     model = build_model(cfg, weights)
     panels, titles = {}, {}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokred import profiling
+from tokred.study import timing
 
 
 def tiny_vit():
@@ -35,7 +35,7 @@ class FakeClock:
 
 def test_time_fn_counts_calls_and_excludes_warmup():
     clk = FakeClock(step=0.5)
-    t = profiling.time_fn(clk.fn, warmup=3, repeats=4, inner=2, timer=clk.timer, sync=clk.sync)
+    t = timing.time_fn(clk.fn, warmup=3, repeats=4, inner=2, timer=clk.timer, sync=clk.sync)
     assert clk.log.count("f") == 3 + 4 * 2
     assert len(t["seconds"]) == 4 and t["repeats"] == 4 and t["inner"] == 2
     # warm-up calls advance the clock but are never inside a timed interval: 0.5 s per call exactly
@@ -44,7 +44,7 @@ def test_time_fn_counts_calls_and_excludes_warmup():
 
 
 def test_time_fn_sleep_median():
-    t = profiling.time_fn(lambda: time.sleep(0.01), warmup=1, repeats=5)
+    t = timing.time_fn(lambda: time.sleep(0.01), warmup=1, repeats=5)
     assert len(t["seconds"]) == 5
     assert 0.0099 <= t["median"] < 0.04  # sleep never undershoots; a loaded machine may overshoot
     assert t["min"] <= t["p10"] <= t["median"] <= t["p90"] <= t["max"]
@@ -54,7 +54,7 @@ def test_time_fn_sleep_median():
 def test_time_fn_syncs_around_each_repeat_on_cuda():
     # A fake CUDA device string with an injected barrier: no GPU needed, torch.cuda never touched.
     clk = FakeClock()
-    profiling.time_fn(clk.fn, device="cuda:0", warmup=2, repeats=3, timer=clk.timer, sync=clk.sync)
+    timing.time_fn(clk.fn, device="cuda:0", warmup=2, repeats=3, timer=clk.timer, sync=clk.sync)
     # warm-up, barrier, then per repeat: start time, call, barrier, stop time
     assert "".join(clk.log) == "ff" + "s" + "tfst" * 3
 
@@ -62,19 +62,19 @@ def test_time_fn_syncs_around_each_repeat_on_cuda():
 def test_time_fn_default_sync_only_on_cuda(monkeypatch):
     calls = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
-    profiling.time_fn(lambda: None, device="cpu", warmup=1, repeats=2)
+    timing.time_fn(lambda: None, device="cpu", warmup=1, repeats=2)
     assert calls == []
-    profiling.time_fn(lambda: None, device="cuda", warmup=1, repeats=2)
+    timing.time_fn(lambda: None, device="cuda", warmup=1, repeats=2)
     assert len(calls) == 1 + 2
 
 
 def test_time_fn_rejects_bad_counts():
     with pytest.raises(ValueError):
-        profiling.time_fn(lambda: None, repeats=0)
+        timing.time_fn(lambda: None, repeats=0)
 
 
 def test_summarize_reference_values():
-    s = profiling.summarize([1.0, 2.0, 3.0, 4.0, 100.0])
+    s = timing.summarize([1.0, 2.0, 3.0, 4.0, 100.0])
     assert s["median"] == 3.0 and s["min"] == 1.0 and s["max"] == 100.0
     assert s["p10"] == pytest.approx(1.4) and s["p90"] == pytest.approx(61.6) and s["iqr"] == pytest.approx(2.0)
     assert s["std"] == pytest.approx(np.std([1, 2, 3, 4, 100], ddof=1))
@@ -87,7 +87,7 @@ PROFILE_KEYS = {"batch_size", "latency_ms", "latency_ms_mean", "latency_ms_std",
 
 def test_profile_model_rows():
     model = tiny_vit()
-    rows = profiling.profile_model(model, batch_sizes=[1, 3], warmup=1, repeats=3)
+    rows = timing.profile_model(model, batch_sizes=[1, 3], warmup=1, repeats=3)
     assert [r["batch_size"] for r in rows] == [1, 3]
     for r in rows:
         assert set(r) == PROFILE_KEYS
@@ -99,17 +99,17 @@ def test_profile_model_rows():
 
 
 def test_profile_model_amp_needs_cuda():
-    assert profiling.amp_modes("cpu") == [False]
-    assert profiling.amp_modes("cuda:0") == [False, True]
+    assert timing.amp_modes("cpu") == [False]
+    assert timing.amp_modes("cuda:0") == [False, True]
     with pytest.raises(ValueError, match="CUDA"):
-        profiling.profile_model(tiny_vit(), batch_sizes=[1], amp=True)
+        timing.profile_model(tiny_vit(), batch_sizes=[1], amp=True)
     with pytest.raises(ValueError, match="CUDA"):
-        profiling.token_sweep(tiny_vit(), [4], amp=True)
+        timing.token_sweep(tiny_vit(), [4], amp=True)
 
 
 @pytest.mark.parametrize("scope", ["block", "model"])
 def test_token_sweep_rows(scope):
-    rows = profiling.token_sweep(tiny_vit(), [8, 16, 17], batch_size=2, warmup=1, repeats=2, scope=scope)
+    rows = timing.token_sweep(tiny_vit(), [8, 16, 17], batch_size=2, warmup=1, repeats=2, scope=scope)
     assert [r["n_tokens"] for r in rows] == [8, 16, 17]
     assert all(r["scope"] == scope and r["batch_size"] == 2 and r["latency_ms"] > 0 for r in rows)
 
@@ -119,54 +119,54 @@ def test_token_sweep_rejects_patched_model_and_bad_scope():
 
     model = tokred.patch(tiny_vit(), "tome", r=1)
     with pytest.raises(ValueError, match="unpatched"):
-        profiling.token_sweep(model, [8])
+        timing.token_sweep(model, [8])
     with pytest.raises(ValueError, match="scope"):
-        profiling.token_sweep(tiny_vit(), [8], scope="head")
+        timing.token_sweep(tiny_vit(), [8], scope="head")
 
 
 def test_hardware_info_cpu():
-    info = profiling.hardware_info("cpu")
+    info = timing.hardware_info("cpu")
     for k in ("cpu_model", "cpu_count", "torch", "timm", "torch_threads", "device"):
         assert info[k] not in (None, "")
     assert info["cuda_name"] is None and info["torch"] == torch.__version__
 
 
 def test_rankdata_ties_average():
-    assert profiling.rankdata([10, 20, 20, 30, 20]).tolist() == [1, 3, 3, 5, 3]
-    assert profiling.rankdata([3, 1, 2]).tolist() == [3, 1, 2]
+    assert timing.rankdata([10, 20, 20, 30, 20]).tolist() == [1, 3, 3, 5, 3]
+    assert timing.rankdata([3, 1, 2]).tolist() == [3, 1, 2]
 
 
 def test_correlation_reference_values():
     x = np.arange(1, 11, dtype=float)
-    c = profiling.correlation(x, np.exp(x))  # monotone, strongly nonlinear
+    c = timing.correlation(x, np.exp(x))  # monotone, strongly nonlinear
     assert c["spearman"] == pytest.approx(1.0) and c["pearson"] < 0.9 and c["n"] == 10
-    assert profiling.correlation(x, 3 * x + 2)["pearson"] == pytest.approx(1.0)
-    assert profiling.correlation(x, -x ** 3)["spearman"] == pytest.approx(-1.0)
+    assert timing.correlation(x, 3 * x + 2)["pearson"] == pytest.approx(1.0)
+    assert timing.correlation(x, -x ** 3)["spearman"] == pytest.approx(-1.0)
     # ties: ranks x = [1, 2.5, 2.5, 4], y = [1, 2, 3, 4] -> rho = 4.5 / sqrt(4.5 * 5) = 3 / sqrt(10)
-    assert profiling.correlation([1, 2, 2, 3], [1, 2, 3, 4])["spearman"] == pytest.approx(3 / math.sqrt(10))
+    assert timing.correlation([1, 2, 2, 3], [1, 2, 3, 4])["spearman"] == pytest.approx(3 / math.sqrt(10))
     # Pearson by hand: x = [1, 2, 3], y = [1, 3, 2] -> cov 1, var 2 and 2 -> 0.5
-    assert profiling.correlation([1, 2, 3], [1, 3, 2])["pearson"] == pytest.approx(0.5)
+    assert timing.correlation([1, 2, 3], [1, 3, 2])["pearson"] == pytest.approx(0.5)
     # NaN pairs dropped; degenerate inputs give NaN
-    assert profiling.correlation([1, 2, np.nan, 4], [2, 4, 5, 8])["n"] == 3
-    assert math.isnan(profiling.correlation([1, 1, 1], [1, 2, 3])["pearson"])
-    assert math.isnan(profiling.correlation([1], [2])["spearman"])
+    assert timing.correlation([1, 2, np.nan, 4], [2, 4, 5, 8])["n"] == 3
+    assert math.isnan(timing.correlation([1, 1, 1], [1, 2, 3])["pearson"])
+    assert math.isnan(timing.correlation([1], [2])["spearman"])
     with pytest.raises(ValueError):
-        profiling.correlation([1, 2], [1, 2, 3])
+        timing.correlation([1, 2], [1, 2, 3])
 
 
-def test_package_init_does_not_import_profiling():
+def test_package_init_does_not_import_timing():
     import subprocess
     import sys
     from pathlib import Path
 
     src = Path(__file__).resolve().parents[1] / "src"
-    code = "import sys, tokred; assert 'tokred.profiling' not in sys.modules and 'torch' not in sys.modules"
+    code = "import sys, tokred; assert 'tokred.study.timing' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": str(src)})
 
 
 def test_token_sweep_passes_pool_repeats_and_keep_order():
-    rows = profiling.token_sweep(tiny_vit(), [17, 8, 12], warmup=0, repeats=2, passes=3, shuffle=True)
+    rows = timing.token_sweep(tiny_vit(), [17, 8, 12], warmup=0, repeats=2, passes=3, shuffle=True)
     assert [r["n_tokens"] for r in rows] == [17, 8, 12]
     assert all(r["repeats"] == 6 for r in rows)
     with pytest.raises(ValueError, match="passes"):
-        profiling.token_sweep(tiny_vit(), [8], passes=0)
+        timing.token_sweep(tiny_vit(), [8], passes=0)

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import torch
 
-from . import io
-from .pipeline import apply_run, build_model, compute_logits, load_eval_set, load_json, run_metrics, set_threads
+from .. import io
+from .evaluate import run_metrics
+from .runner import apply_run, build_model, compute_logits, load_json
 
 
 def condition_images(cfg: dict, cond: dict, eval_set_path: str) -> dict:
     """{'images' uint8 [N,3,H,W], 'labels', 'mean', 'std', 'class_mask' (ImageNet-R) or None}."""
     ood = cfg["experiments"]["ood"]
     limit = ood.get("images")
-    es = load_eval_set(eval_set_path)
+    es = io.load_eval_set(eval_set_path)
     out = {"mean": es["mean"], "std": es["std"], "class_mask": None}
     if cond["kind"] in ("clean", "corruption"):
-        from .imagenet import subset_indices
+        from ..imagenet import subset_indices
 
         idx = torch.tensor(subset_indices(len(es["labels"]), limit))
         images, out["labels"] = es["images"][idx], es["labels"][idx]
@@ -31,7 +32,7 @@ def condition_images(cfg: dict, cond: dict, eval_set_path: str) -> dict:
         out["images"] = images
         return out
 
-    from . import imagenet
+    from .. import imagenet
 
     d = cfg["data"]
     size = d.get("img_size", 224)
@@ -67,11 +68,11 @@ def evaluate_condition(cfg: dict, name: str, cond: dict, runs: list[dict], *, we
                        schedules: dict[str, str], outputs: dict[str, tuple[str, str]], threads: int = 1) -> list[dict]:
     """Evaluate every run on one condition. `schedules`: run name -> solved schedule JSON (matched
     runs); `outputs`: run name -> (metrics path, logits path). runs[0] must be the unreduced model."""
-    from .flops import count_flops
+    from ..flops import count_flops
 
     if runs[0].get("method"):
         raise ValueError("the first OOD run must be the unreduced model (the reference of the others)")
-    set_threads(threads)
+    io.set_threads(threads)
     model = build_model(cfg, weights)
     data = condition_images(cfg, cond, eval_set_path)
     input_size = tuple(data["images"].shape[1:])

@@ -25,6 +25,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..io import cpu_model
+
 STAT_KEYS = ("median", "mean", "std", "min", "max", "p10", "p90", "iqr")
 
 
@@ -32,17 +34,6 @@ STAT_KEYS = ("median", "mean", "std", "min", "max", "p10", "p90", "iqr")
 
 def _is_cuda(device) -> bool:
     return str(device).startswith("cuda")
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def hardware_info(device="cpu") -> dict:
@@ -56,7 +47,7 @@ def hardware_info(device="cpu") -> dict:
         usable = os.cpu_count()
     info = {
         "device": str(device),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_usable": usable,
         "torch_threads": torch.get_num_threads(),

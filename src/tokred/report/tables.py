@@ -1,0 +1,171 @@
+"""Tables (CSV + LaTeX) from the metrics frames: ToMe reproduction, early layers, full-layer schedules,
+ablations, OOD and the reproducibility appendix. Stars mark McNemar p < 0.05 against ToMe.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from .. import io
+from .load import COLUMNS, DETAIL
+
+
+def method_name(m: str) -> str:
+    return {"tome": "ToMe", "none": "baseline"}.get(m, m)
+
+
+def _star(p: float) -> str:
+    return r"$^{*}$" if p == p and p < 0.05 else ""
+
+
+def _write_table(tex_path: str, colspec: str, header: str, body: list[str]) -> None:
+    io.write_text(tex_path, "\n".join([rf"\begin{{tabular}}{{{colspec}}}", r"\toprule", header + r" \\", r"\midrule",
+                                        *body, r"\bottomrule", r"\end{tabular}", ""]))
+
+
+def _ci(row) -> str:
+    return f"{row['top1']:.2f} [{row['top1_lo']:.2f}, {row['top1_hi']:.2f}]"
+
+
+def early_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
+    """The seed's headline table: per layer set and r, ToMe vs ours (Top-1, KL, Δmargin), McNemar."""
+    e = df[df.group == "early"]
+    tome = e[e.method == "tome"].set_index(["layers", "r"])
+    ours = e[e.method != "tome"]
+    rows = []
+    for _, o in ours.iterrows():
+        t = tome.loc[(o["layers"], o["r"])]
+        rows.append({"layers": o["layers"], "r": int(o["r"]), "method": o["method"], "gflops_tome": t["gflops"],
+                     "gflops_ours": o["gflops"], "top1_tome": t["top1"], "top1_tome_lo": t["top1_lo"],
+                     "top1_tome_hi": t["top1_hi"], "top1_ours": o["top1"], "top1_ours_lo": o["top1_lo"],
+                     "top1_ours_hi": o["top1_hi"], "delta": o["delta_vs_tome"], "p_vs_tome": o["p_vs_tome"],
+                     "kl_tome": t["kl"], "kl_ours": o["kl"], "dmargin_tome": t["delta_margin"],
+                     "dmargin_ours": o["delta_margin"], "drop_tome": t["drop_pp"], "drop_ours": o["drop_pp"]})
+    t = pd.DataFrame(rows)
+    order = {k: i for i, k in enumerate(dict.fromkeys(e["layers"]))}
+    t = t.sort_values(["layers", "r"], key=lambda c: c.map(order) if c.name == "layers" else c)
+    with io.atomic_path(csv_path) as tmp:
+        t.to_csv(tmp, index=False, float_format="%.6g")
+    body = [f"{r.layers} & {r.r} & {r.top1_tome:.2f} [{r.top1_tome_lo:.1f}, {r.top1_tome_hi:.1f}] & "
+            f"{r.top1_ours:.2f} [{r.top1_ours_lo:.1f}, {r.top1_ours_hi:.1f}] & {r.delta:+.2f}{_star(r.p_vs_tome)} & "
+            f"{r.kl_tome:.4f} & {r.kl_ours:.4f} & {r.dmargin_tome:+.3f} & {r.dmargin_ours:+.3f} \\\\"
+            for r in t.itertuples()]
+    _write_table(tex_path, "lrccrrrrr", r"Layers & $r$ & ToMe Top-1 & Ours Top-1 & $\Delta$ (pp) & KL ToMe & KL ours & "
+                 r"$\Delta$m ToMe & $\Delta$m ours", body)
+    return t
+
+
+def full_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
+    """Full-layer schedules at ToMe's GFLOPs: ToMe r = target vs ours profiles."""
+    f = df[df.group == "full"]
+    tome_runs = set(f["tome_run"].dropna())
+    t = pd.concat([df[df.run.isin(tome_runs)], f])
+    with io.atomic_path(csv_path) as tmp:
+        t.drop(columns=DETAIL).to_csv(tmp, index=False, float_format="%.6g")
+    body = []
+    for _, r in t.iterrows():
+        label = f"ToMe $r={int(r['r'])}$" if r["method"] == "tome" else f"{tex_escape(r['method'])} ({r['profile']})"
+        delta = "--" if r["method"] == "tome" else f"{r['delta_vs_tome']:+.2f}{_star(r['p_vs_tome'])}"
+        body.append(f"{label} & {r['gflops']:.3f} & {r['rel_cost']:.3f} & {_ci(r)} & {r['drop_pp']:.2f} & {delta} & "
+                    f"{r['kl']:.4f} & {r['delta_margin']:+.3f} \\\\")
+    _write_table(tex_path, "lrrcrrrr", r"Schedule & GFLOPs & RelCost & Top-1 [95\% CI] & Drop & $\Delta$ vs ToMe & KL & "
+                 r"$\Delta$margin", body)
+    return t
+
+
+def ablation_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
+    """Ablations of ours: each variant's knob change, Top-1 with interval, Δ vs ToMe at equal r."""
+    a = df[df.group == "ablations"]
+    with io.atomic_path(csv_path) as tmp:
+        a.drop(columns=DETAIL).to_csv(tmp, index=False, float_format="%.6g")
+    body = []
+    for _, r in a.iterrows():
+        change = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "reference"
+        body.append(f"{tex_escape(r['run'])} & {tex_escape(change)} & {r['gflops']:.3f} & {_ci(r)} & "
+                    f"{r['delta_vs_tome']:+.2f}{_star(r['p_vs_tome'])} & {r['kl']:.4f} & {r['delta_margin']:+.3f} \\\\")
+    _write_table(tex_path, "llrcrrr", r"Variant & Change & GFLOPs & Top-1 [95\% CI] & $\Delta$ vs ToMe & KL & "
+                 r"$\Delta$margin", body)
+    return a
+
+
+def tex_escape(s: str) -> str:
+    return str(s).replace("_", r"\_")
+
+
+def reproduce_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
+    """Baseline + ToMe r-sweep: GFLOPs, Top-1 with 95% interval, paired drop, KL, Δmargin."""
+    t = df.sort_values(["group", "gflops"], ascending=[True, False]).copy()
+    t = pd.concat([t[t.group == "baseline"], t[t.group != "baseline"]])
+    with io.atomic_path(csv_path) as tmp:
+        t[COLUMNS].to_csv(tmp, index=False, float_format="%.6g")
+    lines = [
+        r"\begin{tabular}{lrrrcrrrr}",
+        r"\toprule",
+        r"Method & $r$ & GFLOPs & RelCost & Top-1 (\%) [95\% CI] & Drop (pp) & KL & $\Delta$margin & Agree (\%) \\",
+        r"\midrule",
+    ]
+    for _, row in t.iterrows():
+        r = "--" if pd.isna(row["r"]) else f"{int(row['r'])}"
+        sig = r"$^{*}$" if row["group"] != "baseline" and row["mcnemar_p"] < 0.05 else ""
+        drop = "--" if row["group"] == "baseline" else f"{row['drop_pp']:.2f} $\\pm$ {row['drop_se_pp']:.2f}{sig}"
+        lines.append(
+            f"{method_name(row['method'])} & {r} & {row['gflops']:.3f} & {row['rel_cost']:.3f} & "
+            f"{row['top1']:.2f} [{row['top1_lo']:.2f}, {row['top1_hi']:.2f}] & {drop} & "
+            f"{row['kl']:.4f} & {row['delta_margin']:+.3f} & {row['agreement']:.2f} \\\\")
+        if row["group"] == "baseline":
+            lines.append(r"\midrule")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    io.write_text(tex_path, "\n".join(lines))
+    return t
+
+
+def _mean_ci(x, n_boot: int, seed: int) -> tuple[float, float]:
+    # Per-image values are averages over severities, not 0/1: metrics.bootstrap_ci's binomial
+    # shortcut does not apply, so images are resampled directly.
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def ood_table(df: pd.DataFrame, csv_path: str, tex_path: str, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per family (corruption, dataset, clean) and run: Top-1 averaged over severities with a 95%
+    bootstrap interval over images, and the paired drop vs the unreduced model (95% normal interval).
+    Per-image correctness is averaged over severities first (same images in every severity)."""
+    import numpy as np
+
+    rows = []
+    for (family, run), g in df.groupby(["family", "run"], sort=False):
+        acc = np.stack(list(g.sort_values("severity")["correct"])).mean(0) * 100
+        base = df[(df.family == family) & (df.method == "none")].sort_values("severity")
+        diff = np.stack(list(base["correct"])).mean(0) * 100 - acc
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        lo, hi = _mean_ci(acc, n_boot, seed)
+        rows.append({"family": family, "run": run, "method": g.method.iloc[0], "severities": len(g),
+                     "gflops": g.gflops.iloc[0], "top1": float(acc.mean()), "top1_lo": lo, "top1_hi": hi,
+                     "drop_pp": float(diff.mean()), "drop_lo": float(diff.mean()) - 1.96 * se,
+                     "drop_hi": float(diff.mean()) + 1.96 * se, "n_images": len(acc)})
+    t = pd.DataFrame(rows)
+    with io.atomic_path(csv_path) as tmp:
+        t.to_csv(tmp, index=False, float_format="%.6g")
+    body = []
+    for fam, g in t.groupby("family", sort=False):
+        for i, r in enumerate(g.itertuples()):
+            name = tex_escape(fam.replace("_", " ")) if i == 0 else ""
+            drop = "--" if r.method == "none" else f"{r.drop_pp:+.2f} [{r.drop_lo:+.2f}, {r.drop_hi:+.2f}]"
+            body.append(f"{name} & {tex_escape(method_name(r.method) if r.method != 'tome' else r.run)} & "
+                        f"{r.gflops:.3f} & {r.top1:.2f} [{r.top1_lo:.1f}, {r.top1_hi:.1f}] & {drop} \\\\")
+    _write_table(tex_path, "llrcc", r"Condition & Run & GFLOPs & Top-1 [95\% CI] & Drop vs base (pp) [95\% CI]", body)
+    return t
+
+
+def runs_table(df: pd.DataFrame, tex_path: str) -> None:
+    """Reproducibility appendix: every run with its config hash, versions and hardware (longtable)."""
+    lines = [r"\begin{longtable}{llrlll}", r"\toprule",
+             r"Run & Group & GFLOPs & Config hash & torch / timm & Device (threads) \\", r"\midrule", r"\endhead"]
+    for _, r in df.sort_values(["group", "run"]).iterrows():
+        p = r["provenance"]
+        lines.append(f"{tex_escape(r['run'])} & {r['group']} & {r['gflops']:.3f} & \\texttt{{{p['config_hash']}}} & "
+                     f"{p['torch']} / {p['timm']} & {tex_escape(p['device_name'])} ({p['num_threads']}) \\\\")
+    lines += [r"\bottomrule", r"\end{longtable}", ""]
+    io.write_text(tex_path, "\n".join(lines))

@@ -1,0 +1,56 @@
+"""The evaluation job: one run (the baseline or a method with its schedule) -> logits and a metrics
+JSON with its method, schedule, GFLOPs, the metrics against the baseline's logits, and provenance."""
+from __future__ import annotations
+
+import torch
+
+from .. import io
+from . import metrics
+from .runner import apply_run, build_model, compute_logits, load_json
+
+
+def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base_logits_path: str | None,
+                 out_metrics: str, out_logits: str, schedule_path: str | None = None, threads: int = 1) -> dict:
+    """One run: build the model, apply `run` (method + schedule; None method = unreduced baseline),
+    compute logits, FLOPs and metrics against the baseline logits."""
+    from ..flops import count_flops
+
+    io.set_threads(threads)
+    model = build_model(cfg, weights)
+    es = io.load_eval_set(eval_set_path)
+    input_size = tuple(es["images"].shape[1:])
+    base_gflops = count_flops(model, input_size)
+    schedule = apply_run(model, run, load_json(schedule_path))
+    gflops = count_flops(model, input_size)
+
+    logits, model_s = compute_logits(model, es, cfg["eval"]["batch_size"], desc=run["name"])
+    labels = es["labels"]
+    base = torch.load(base_logits_path, weights_only=False)["logits"] if base_logits_path else logits
+    result = run_metrics(cfg, run, model, logits, base, labels, gflops, base_gflops, schedule)
+    print(f"{run['name']}: top1 {result['top1']:.2f} drop {result['drop_pp']:.2f} pp "
+          f"GFLOPs {gflops:.3f}; {len(labels) / model_s:.1f} img/s in the model")
+    io.save_torch(out_logits, {"logits": logits})
+    io.write_json(out_metrics, result)
+    return result
+
+
+def run_metrics(cfg: dict, run: dict, model, logits, base, labels, gflops: float, base_gflops: float,
+                schedule: dict, **extra) -> dict:
+    """The metrics JSON of one run (SPEC §4) with its method, schedule and provenance."""
+    reduced = bool(run.get("method"))
+    return {
+        "run": run["name"],
+        "group": run["group"],
+        "method": run.get("method") or "none",
+        "method_config": model._tokred.method.as_dict() if reduced else None,
+        "overrides": run.get("overrides") or {},
+        "schedule": schedule,
+        "resolved_r": list(model._tokred.rs) if reduced else None,
+        "gflops": gflops,
+        "base_gflops": base_gflops,
+        "rel_cost": gflops / base_gflops,
+        **metrics.summarize(base, logits, labels, n_boot=cfg["eval"]["bootstrap"], seed=cfg["seed"]),
+        "provenance": io.provenance({"model": cfg["model"], "data": cfg["data"], "task": cfg.get("task"),
+                                     "train": cfg.get("train"), "run": run}),
+        **extra,
+    }

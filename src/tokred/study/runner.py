@@ -1,0 +1,87 @@
+"""Running a model over the cached evaluation set: build it from the weights artefact, patch it as a
+run spec says, compute logits. Shared by every job that runs the model (evaluation, OOD, timing,
+FLOPs matching, the merge figure).
+
+Artefacts (paths chosen by the rules):
+- weights: embedded -> a torch checkpoint {"state_dict", "model", "num_classes", "history"};
+  hub -> the downloaded safetensors file plus its sha256 sidecar.
+- eval set: {"images": uint8 [N,3,H,W], "labels": int64 [N], "mean", "std"}, decoded once.
+- logits: {"logits": float32 [N,K]}.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+def build_model(cfg: dict, weights_path: str) -> torch.nn.Module:
+    """The profile's model with its weights loaded, in eval mode."""
+    m = cfg["model"]
+    if m["source"] == "embedded":
+        from ..models import create_embedded_model
+
+        ckpt = torch.load(weights_path, map_location="cpu", weights_only=False)
+        model = create_embedded_model(ckpt["num_classes"], **ckpt["model"])
+        model.load_state_dict(ckpt["state_dict"])
+    else:
+        from ..weights import load_pretrained
+
+        model = load_pretrained(m["name"], weights_path)
+    return model.eval()
+
+
+def download_hub_weights(cfg: dict, out: str) -> dict:
+    from ..weights import default_hub_id, download_weights, hub_url
+
+    m = cfg["model"]
+    url = m.get("url") or hub_url(m.get("hub_id") or default_hub_id(m["name"]))
+    return download_weights(url, out, sha256=m.get("sha256"), retries=m.get("download_retries", 3))
+
+@torch.no_grad()
+def compute_logits(model: torch.nn.Module, eval_set: dict, batch_size: int, *, desc: str = "eval",
+                   progress: bool = True) -> tuple[torch.Tensor, float]:
+    """Logits over the cached set (float32 [N, K]) and the seconds spent in the model."""
+    from tqdm.auto import tqdm
+
+    from ..models import normalize
+
+    images = eval_set["images"]
+    out, model_s = [], 0.0
+    for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress,
+                  mininterval=5):
+        x = normalize(images[i:i + batch_size], eval_set["mean"], eval_set["std"])
+        t0 = time.perf_counter()
+        y = model(x)
+        model_s += time.perf_counter() - t0
+        out.append(y.float())
+    logits = torch.cat(out)
+    bad = (~torch.isfinite(logits)).any(-1)
+    if bad.any():
+        idx = bad.nonzero()[:5, 0].tolist()
+        raise FloatingPointError(f"{desc}: non-finite logits for {int(bad.sum())} images (first: {idx})")
+    return logits, model_s
+
+
+def apply_run(model: torch.nn.Module, run: dict, schedule: dict | None = None) -> dict:
+    """Patch `model` as the run spec says; returns the schedule actually used. A FLOPs-matched run
+    takes its keep ratios from `schedule` (the output of `solve_schedule`)."""
+    from ..patching import patch, unpatch
+
+    unpatch(model)
+    if not run.get("method"):
+        return {}
+    overrides = run.get("overrides") or {}
+    if "match" in run:
+        if schedule is None:
+            raise ValueError(f"run {run['name']}: a FLOPs-matched run needs its solved schedule")
+        patch(model, run["method"], keep=schedule["keep"], **overrides)
+        return {k: schedule[k] for k in ("keep", "profile", "target_gflops", "matched_to")}
+    sched = {k: run[k] for k in ("r", "keep", "layers", "tile") if k in run}
+    patch(model, run["method"], **sched, **overrides)
+    return sched
+
+
+def load_json(path: str | None) -> dict | None:
+    import json
+
+    return json.loads(open(path).read()) if path else None
