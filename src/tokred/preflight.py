@@ -56,24 +56,24 @@ def check_yaml_types(cfg: dict, schema: dict | str | Path) -> None:
     every boolean where it wants a string, with how to write the value; plus strings among the
     numeric keys of the free-form synthetic task (`task`, `train.curriculum.easy`; the types of
     tokred.synthetic.TASK_DEFAULTS). Other schema errors are left to the validation.
-    Raises ValueError with one line per such key.
+    Raises ValueError with one line per such key, sorted by key.
     """
     import jsonschema
     import yaml
 
     if not isinstance(schema, dict):
         schema = yaml.safe_load(Path(schema).read_text())
-    problems = []
+    problems = {}  # config key -> message (a key the schema and the task check both see: once)
 
     def visit(err) -> None:
         if err.validator == "type":
             want = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
             key, v = _config_key(err.absolute_path), err.instance
             if isinstance(v, str) and ("number" in want or "integer" in want):
-                problems.append(_string_number(key, v, integer="number" not in want))
+                problems[key] = _string_number(key, v, integer="number" not in want)
             elif isinstance(v, bool) and "string" in want and "boolean" not in want:
-                problems.append(f"config key '{key}': {v!r} is a boolean, not a string; YAML 1.1 reads a "
-                                f"bare off/on/no/yes as a boolean: quote it (e.g. \"off\")")
+                problems[key] = (f"config key '{key}': {v!r} is a boolean, not a string; YAML 1.1 reads a "
+                                 f"bare off/on/no/yes as a boolean: quote it (e.g. \"off\")")
         for sub in err.context or ():
             visit(sub)
 
@@ -84,22 +84,20 @@ def check_yaml_types(cfg: dict, schema: dict | str | Path) -> None:
     if isinstance(model, dict) and model.get("source") == "embedded":
         from .synthetic import TASK_DEFAULTS
 
-        curriculum = (cfg.get("train") or {}).get("curriculum") if isinstance(cfg.get("train"), dict) else None
-        tasks = [("task", cfg.get("task")),
-                 ("train.curriculum.easy", curriculum.get("easy") if isinstance(curriculum, dict) else None)]
-        for prefix, task in tasks:
+        train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+        curriculum = train.get("curriculum") if isinstance(train.get("curriculum"), dict) else {}
+        for prefix, task in (("task", cfg.get("task")), ("train.curriculum.easy", curriculum.get("easy"))):
             for k, v in (task.items() if isinstance(task, dict) else ()):
                 default = TASK_DEFAULTS.get(k, "")
                 if isinstance(default, str):  # unknown or a text key: resolve_task reports it
                     continue
                 integer = isinstance(default, int) and not isinstance(default, bool)
-                items = enumerate(v) if isinstance(v, list) else [(None, v)]
-                for i, x in items:
+                for i, x in (enumerate(v) if isinstance(v, list) else [(None, v)]):
+                    key = f"{prefix}.{k}" + ("" if i is None else f"[{i}]")
                     if isinstance(x, str):
-                        problems.append(_string_number(f"{prefix}.{k}" + ("" if i is None else f"[{i}]"),
-                                                       x, integer))
+                        problems[key] = _string_number(key, x, integer)
     if problems:
-        raise ValueError("\n".join(problems))
+        raise ValueError("\n".join(problems[k] for k in sorted(problems)))
 
 
 def _method(key: str, name: str, overrides: dict | None = None) -> None:
