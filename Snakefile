@@ -2,6 +2,9 @@
 # figures -> LaTeX paper. `snakemake --cores 8` runs the embedded default (config/config.yaml);
 # `--configfile config/imagenet.yaml local.yaml` the paper profile (local.yaml: dataset paths).
 # Rules import nothing heavy (no torch).
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -14,6 +17,12 @@ if not workflow.config_settings.configfiles:
     configfile: "config/config.yaml"
 
 
+# A number YAML 1.1 reads as a string (5e-2) fails here naming its key and how to write it, before
+# the schema's generic type error (tokred.preflight.check_yaml_types; light, no torch).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from tokred.preflight import check_yaml_types
+
+check_yaml_types(config, Path(workflow.basedir) / "config" / "schema.yaml")
 validate(config, "config/schema.yaml")
 
 

@@ -206,15 +206,35 @@ def test_blur_keeps_the_mean_far_from_borders():
 
 
 # ---------------------------------------------------------------------------------- JPEG
+def _imagenet_c_saved(corrupted_hwc) -> np.ndarray:
+    """What make_imagenet_c.py (hendrycks/robustness) writes to disk and a reader gets back:
+    `Image.fromarray(np.uint8(img)).save(path, quality=85, optimize=True)`, then decoded. [3, H, W]"""
+    buf = io.BytesIO()
+    Image.fromarray(np.uint8(corrupted_hwc)).save(buf, format="JPEG", quality=85, optimize=True)
+    return np.array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")).transpose(2, 0, 1)
+
+
+def _imagenet_c_jpeg(img_chw: np.ndarray, quality: int) -> np.ndarray:
+    """The reference jpeg_compression (x.save(output, 'JPEG', quality=c); PILImage.open(output))
+    followed by the saving step above."""
+    buf = io.BytesIO()
+    Image.fromarray(img_chw.transpose(1, 2, 0).copy()).save(buf, "JPEG", quality=quality)
+    return _imagenet_c_saved(Image.open(io.BytesIO(buf.getvalue())))
+
+
 @pytest.mark.parametrize("severity", SEVERITIES)
-def test_jpeg_equals_pil_roundtrip(severity):
-    x = _textured(2, 40, 48, seed=6)
+def test_jpeg_follows_the_imagenet_c_recipe(severity):
+    # 224 px textured crops, as ImageNet-C corrupts the centre crop
+    x = _textured(2, 224, 224, seed=6)
+    q = JPEG_QUALITIES[severity - 1]
     y = corrupt(x, "jpeg_compression", severity)
+    once = corrupt(x, "jpeg_compression", severity, reencode_quality=None)
     for i in range(2):
-        ref = _pil_jpeg(x[i].numpy(), JPEG_QUALITIES[severity - 1])
-        assert np.array_equal(y[i].numpy(), ref)
-    # jpeg_compression is not re-encoded at 85
-    assert torch.equal(y, corrupt(x, "jpeg_compression", severity, reencode_quality=None))
+        assert np.array_equal(y[i].numpy(), _imagenet_c_jpeg(x[i].numpy(), q))
+        # reencode_quality=None: the corruption alone, one PIL round trip at the severity's quality
+        assert np.array_equal(once[i].numpy(), _pil_jpeg(x[i].numpy(), q))
+    # the second save at 85 is not a no-op on textured images (the recipe is what is tested)
+    assert (y != once).double().mean().item() > 0.05
 
 
 def test_noise_and_blur_are_reencoded_at_quality_85():
@@ -225,6 +245,7 @@ def test_noise_and_blur_are_reencoded_at_quality_85():
         assert not torch.equal(raw, saved)
         for i in range(2):
             assert np.array_equal(saved[i].numpy(), _pil_jpeg(raw[i].numpy(), 85))
+            assert np.array_equal(saved[i].numpy(), _imagenet_c_saved(raw[i].numpy().transpose(1, 2, 0)))
             assert np.array_equal(saved[i].numpy(), jpeg_roundtrip(raw[i].numpy(), 85))
         q50 = corrupt(x, name, 2, reencode_quality=50)
         assert np.array_equal(q50[0].numpy(), _pil_jpeg(raw[0].numpy(), 50))

@@ -8,8 +8,12 @@ Three corruptions, severities 1-5, written from the ImageNet-C definitions (DESI
                     skimage/scipy.ndimage defaults ImageNet-C used), clipped to [0, 1], *255
   jpeg_compression  PIL JPEG encode + decode at quality 25/18/15/10/7
 
-The saved ImageNet-C sets were JPEG-encoded at quality 85 after the corruption; `corrupt` does the
-same for noise and blur (`reencode_quality=85`, None skips it). jpeg_compression is not re-encoded.
+The saved ImageNet-C sets were JPEG-encoded at quality 85 after every corruption, jpeg_compression
+included (hendrycks/robustness, ImageNet-C/create_c/make_imagenet_c.py: the corrupted image goes
+through `np.uint8` and `Image.save(path, quality=85, optimize=True)`; for jpeg_compression that is a
+second JPEG after the one at the severity's quality). `corrupt` does the same for all three
+(`reencode_quality=85`, None skips it). `optimize=True` only recomputes the Huffman tables: the
+decoded pixels equal those of a save without it.
 
 Float results are rounded to the nearest uint8 level. (The reference casts with np.uint8, which
 truncates: that shifts every pixel down by half a level on average and turns float round-off such
@@ -110,22 +114,23 @@ def _blur_chunk(x: np.ndarray, sigma: float) -> np.ndarray:
     return _to_uint8(gaussian_filter(x / 255.0, sigma))
 
 
-def jpeg_roundtrip(img_chw: np.ndarray, quality: int) -> np.ndarray:
-    """PIL JPEG encode + decode of one uint8 image [3, H, W] at `quality` (PIL defaults
-    otherwise, as ImageNet-C's `x.save(output, 'JPEG', quality=c)`)."""
+def jpeg_roundtrip(img_chw: np.ndarray, quality: int, optimize: bool = False) -> np.ndarray:
+    """PIL JPEG encode + decode of one uint8 image [3, H, W] -> uint8 [3, H, W] at `quality`
+    (1-100), PIL defaults otherwise: ImageNet-C's `x.save(output, 'JPEG', quality=c)` for the
+    corruption, and with `optimize=True` its final `save(..., quality=85, optimize=True)`."""
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(img_chw.transpose(1, 2, 0)), "RGB").save(
-        buf, "JPEG", quality=int(quality))
+        buf, "JPEG", quality=int(quality), optimize=bool(optimize))
     buf.seek(0)
     with Image.open(buf) as im:
         out = np.asarray(im.convert("RGB"))
     return out.transpose(2, 0, 1)
 
 
-def _jpeg_chunk(x: np.ndarray, quality: int) -> np.ndarray:
-    return np.stack([jpeg_roundtrip(img, quality) for img in x])
+def _jpeg_chunk(x: np.ndarray, quality: int, optimize: bool = False) -> np.ndarray:
+    return np.stack([jpeg_roundtrip(img, quality, optimize) for img in x])
 
 
 # ---------------------------------------------------------------------------------- public
@@ -134,8 +139,11 @@ def corrupt(images, name: str, severity: int, *, seed: int = 0, start: int = 0,
     """Corrupt uint8 images [N, 3, H, W] with ImageNet-C `name` at `severity` (1-5).
 
     `start` is the global index of images[0] in the eval set (noise seeding; see module doc).
-    `reencode_quality`: JPEG quality of the re-encode after noise/blur (85 as in the saved
-    ImageNet-C sets), None to skip. Returns a new uint8 tensor of the same shape (on the CPU).
+    `reencode_quality`: JPEG quality of the re-encode after every corruption, jpeg_compression
+    included (85 with optimize=True, as make_imagenet_c.py saved ImageNet-C), None to skip.
+    Returns a new uint8 tensor of the same shape (on the CPU). Raises ValueError for an unknown
+    name, a severity outside 1-5, non-uint8 or non-[N, 3, H, W] input, or a bad seed / start /
+    reencode_quality; TypeError when `images` is not a tensor.
     """
     import torch
     from tqdm.auto import tqdm
@@ -167,8 +175,8 @@ def corrupt(images, name: str, severity: int, *, seed: int = 0, start: int = 0,
                 y = _blur_chunk(x.astype(np.float64), param)
             else:
                 y = _jpeg_chunk(x, param)
-            if name != "jpeg_compression" and reencode_quality is not None:
-                y = _jpeg_chunk(y, reencode_quality)
+            if reencode_quality is not None:
+                y = _jpeg_chunk(y, reencode_quality, optimize=True)
             out[a:a + len(x)] = y
             bar.update(len(x))
     return torch.from_numpy(out)

@@ -7,12 +7,70 @@ the merge space and the merge rule, not in separate code paths.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+import numpy as np
 
 SELECTORS = ("bipartite", "hquota_ff")
 MATCH = ("k", "xnorm")
 SPACES = ("x", "v", "kv")
 SIZE_MODES = ("avg", "norm", "off")
+
+
+def yaml_number_hint(text: str, integer: bool = False) -> str:
+    """How to write the string `text` as a YAML number, for errors about a number given as a string.
+
+    PyYAML (which Snakemake uses to read config files) follows YAML 1.1, where a float needs a dot
+    in the mantissa and a signed exponent: `5e-2`, `1E-3`, `.5e1` and `1.0e3` load as strings, while
+    `0.05` and `5.0e-2` load as floats. Returns e.g. "write 0.05 or 5.0e-2 (YAML 1.1 reads 5e-2 as a
+    string ...)"; for a text that is no number, a shorter note.
+    """
+    try:
+        d = Decimal(text.strip())
+    except InvalidOperation:
+        return "expected a number, not text"
+    if not d.is_finite():
+        return "expected a finite number"
+    if integer:
+        if d != d.to_integral_value():
+            return f"expected an integer, {text!r} is not one"
+        return f"write {int(d)} (an integer: no exponent, no quotes)"
+    d = d.normalize()
+    sign, digits, exp = d.as_tuple()
+    if d == 0:
+        forms = ["0.0"]
+    else:
+        plain = format(d, "f")
+        plain = plain if "." in plain else plain + ".0"
+        mant = ("-" if sign else "") + str(digits[0]) + "." + ("".join(map(str, digits[1:])) or "0")
+        sci = f"{mant}e{exp + len(digits) - 1:+d}"
+        forms = [plain, sci] if len(plain) <= 12 else [sci]
+    return (f"write {' or '.join(forms)} (YAML 1.1 reads 5e-2, 1E-3, .5e1 and quoted numbers as "
+            "strings: a float needs a dot and a signed exponent)")
+
+
+def _knob_number(key: str, value, lo: float = -math.inf, hi: float = math.inf, *,
+                 lo_open: bool = False, integer: bool = False):
+    """`value` as a float (int if `integer`) in [lo, hi] (lo excluded if `lo_open`), or ValueError
+    naming the method key. numpy scalars and 0-d tensors count as numbers; bools and strings do not."""
+    if isinstance(value, str):
+        raise ValueError(f"method key {key!r}: {value!r} is a string, not a number; "
+                         f"{yaml_number_hint(value, integer)}")
+    if not isinstance(value, numbers.Number) and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()  # 0-d numpy array / torch tensor
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "an integer" if integer else "a number"
+        raise ValueError(f"method key {key!r}: {value!r} ({type(value).__name__}) is not {what}")
+    v = int(value) if integer else float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"method key {key!r}: {value!r} is not a finite number")
+    if v < lo or v > hi or (lo_open and v == lo):
+        raise ValueError(f"method key {key!r}: {value!r} outside {'(' if lo_open else '['}{lo:g}, {hi:g}]")
+    return v
 
 
 @dataclass(frozen=True)
@@ -47,29 +105,43 @@ class Method:
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
+        """Type- and range-check every knob; numbers are stored as float (topr as int).
+
+        Raises ValueError naming the key for a value of the wrong type (a number given as a string
+        says so, with how to write it in YAML), outside its range, or not one of the choices.
+        """
         def bad(key, value, allowed):
             raise ValueError(f"method key {key!r}: {value!r} is not one of {allowed}")
 
-        if self.selector not in SELECTORS:
-            bad("selector", self.selector, SELECTORS)
-        if self.match not in MATCH:
-            bad("match", self.match, MATCH)
-        if self.space not in SPACES:
-            bad("space", self.space, SPACES)
-        if self.size_mode not in SIZE_MODES:
-            bad("size_mode", self.size_mode, SIZE_MODES)
-        if not 0.0 <= self.q <= 1.0:
-            raise ValueError(f"method key 'q': {self.q!r} outside [0, 1]")
-        if self.topr is not None and (isinstance(self.topr, bool) or int(self.topr) < 1):
-            raise ValueError(f"method key 'topr': {self.topr!r} must be a positive integer or None")
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"method key 'eta': {self.eta!r} outside [0, 1]")
-        if self.clip_tau is not None and self.clip_tau <= 0:
-            raise ValueError(f"method key 'clip_tau': {self.clip_tau!r} must be > 0")
+        def setnum(key, *args, optional=False, **kw):
+            value = getattr(self, key)
+            if not (optional and value is None):
+                object.__setattr__(self, key, _knob_number(key, value, *args, **kw))
+
+        for key, allowed in (("selector", SELECTORS), ("match", MATCH), ("space", SPACES),
+                             ("size_mode", SIZE_MODES)):
+            if not isinstance(getattr(self, key), str) or getattr(self, key) not in allowed:
+                bad(key, getattr(self, key), allowed)
+        setnum("q", 0.0, 1.0)
+        setnum("topr", 1, integer=True, optional=True)
+        setnum("eta", 0.0, 1.0)
+        setnum("clip_tau", 0.0, lo_open=True, optional=True)
+        setnum("temperature", optional=True)
         if self.push is not None:
-            if len(self.push) != 3 or self.push[0] < 0 or self.push[1] < 0:
-                raise ValueError(f"method key 'push': expected (alpha>=0, beta0>=0, delta), got {self.push!r}")
-            object.__setattr__(self, "push", tuple(float(v) for v in self.push))
+            if isinstance(self.push, (str, bytes)) or not hasattr(self.push, "__len__") or len(self.push) != 3:
+                raise ValueError(f"method key 'push': expected (alpha>=0, beta0>=0, delta) or None, "
+                                 f"got {self.push!r}")
+            object.__setattr__(self, "push", tuple(
+                _knob_number(f"push[{i}] ({part})", v, lo)
+                for i, (part, v, lo) in enumerate(zip(("alpha", "beta0", "delta"), self.push,
+                                                      (0.0, 0.0, -math.inf)))))
+        for key in ("recenter", "prop_attn"):
+            value = getattr(self, key)
+            if not isinstance(value, (bool, np.bool_)):
+                hint = "; write true or false without quotes" if isinstance(value, str) else ""
+                raise ValueError(f"method key {key!r}: {value!r} ({type(value).__name__}) is not a "
+                                 f"boolean{hint}")
+            object.__setattr__(self, key, bool(value))
 
     def replace(self, **kw) -> "Method":
         unknown = sorted(set(kw) - {f.name for f in dataclasses.fields(self)})

@@ -2,11 +2,14 @@
 
 The JSON schema (config/schema.yaml) checks keys, types and ranges; this adds what a schema cannot
 see (dataset paths on disk, the synthetic task's own keys, method knobs) so a bad config fails
-before any job, and turns the experiment groups into one run spec per job.
+before any job, and turns the experiment groups into one run spec per job. `check_yaml_types`
+runs before the schema and names every number that YAML 1.1 read as a string.
 """
 from __future__ import annotations
 
-from .methods import resolve_method
+from pathlib import Path
+
+from .methods import resolve_method, yaml_number_hint
 
 
 def check_config(cfg: dict) -> None:
@@ -31,10 +34,76 @@ def check_config(cfg: dict) -> None:
                             imagenet_c_severities=tuple(ood.get("severities", (1, 2, 3, 4, 5))))
 
 
+def _config_key(path) -> str:
+    """Dotted config key of a path of dict keys and list indices: experiments.reproduce.r[1]."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _string_number(key: str, value: str, integer: bool = False) -> str:
+    return f"config key '{key}': {value!r} is a string, not a number; {yaml_number_hint(value, integer)}"
+
+
+def check_yaml_types(cfg: dict, schema: dict | str | Path) -> None:
+    """Fail on values that YAML 1.1 typed differently from what the writer meant, naming each key.
+
+    PyYAML, which Snakemake reads config files with, follows YAML 1.1: `5e-2`, `1E-3` and `.5e1`
+    load as strings, a bare `off` / `no` as False. Run before the schema validation (whose message
+    would only say "'5e-2' is not of type 'number'"), this reports every string where the schema
+    (`cfg` checked with jsonschema against `schema`, a dict or a YAML file) wants a number, and
+    every boolean where it wants a string, with how to write the value; plus strings among the
+    numeric keys of the free-form synthetic task (`task`, `train.curriculum.easy`; the types of
+    tokred.synthetic.TASK_DEFAULTS). Other schema errors are left to the validation.
+    Raises ValueError with one line per such key, sorted by key.
+    """
+    import jsonschema
+    import yaml
+
+    if not isinstance(schema, dict):
+        schema = yaml.safe_load(Path(schema).read_text())
+    problems = {}  # config key -> message (a key the schema and the task check both see: once)
+
+    def visit(err) -> None:
+        if err.validator == "type":
+            want = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+            key, v = _config_key(err.absolute_path), err.instance
+            if isinstance(v, str) and ("number" in want or "integer" in want):
+                problems[key] = _string_number(key, v, integer="number" not in want)
+            elif isinstance(v, bool) and "string" in want and "boolean" not in want:
+                problems[key] = (f"config key '{key}': {v!r} is a boolean, not a string; YAML 1.1 reads a "
+                                 f"bare off/on/no/yes as a boolean: quote it (e.g. \"off\")")
+        for sub in err.context or ():
+            visit(sub)
+
+    for err in jsonschema.Draft202012Validator(schema).iter_errors(cfg):
+        visit(err)
+
+    model = cfg.get("model")
+    if isinstance(model, dict) and model.get("source") == "embedded":
+        from .synthetic import TASK_DEFAULTS
+
+        train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+        curriculum = train.get("curriculum") if isinstance(train.get("curriculum"), dict) else {}
+        for prefix, task in (("task", cfg.get("task")), ("train.curriculum.easy", curriculum.get("easy"))):
+            for k, v in (task.items() if isinstance(task, dict) else ()):
+                default = TASK_DEFAULTS.get(k, "")
+                if isinstance(default, str):  # unknown or a text key: resolve_task reports it
+                    continue
+                integer = isinstance(default, int) and not isinstance(default, bool)
+                for i, x in (enumerate(v) if isinstance(v, list) else [(None, v)]):
+                    key = f"{prefix}.{k}" + ("" if i is None else f"[{i}]")
+                    if isinstance(x, str):
+                        problems[key] = _string_number(key, x, integer)
+    if problems:
+        raise ValueError("\n".join(problems[k] for k in sorted(problems)))
+
+
 def _method(key: str, name: str, overrides: dict | None = None) -> None:
     try:
         resolve_method(name, **(overrides or {}))
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise ValueError(f"config key '{key}': {e}") from None
 
 
