@@ -30,7 +30,8 @@ def _images(folder: Path, n: int = 1, names=None, size=(8, 8)) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(len(str(folder)))
     for name in names or [f"img_{i}.JPEG" for i in range(n)]:
-        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / name)
+        arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(arr).save(folder / name)
 
 
 def _imc(root: Path, wnids, corruptions=C_CORRUPTIONS, severities=range(1, 6)) -> Path:

@@ -298,7 +298,7 @@ def _list_flat(root: Path, labels_file: Path, convention: str | None, num_classe
 
 def _file_labels(raw: list[str], labels_file: Path, convention: str | None,
                  num_classes: int | None, class_index_wnids) -> list[int]:
-    """Class indices of a labels file's labels (all wnids, or all numbers in a declared numbering)."""
+    """Class indices of the file's labels: all wnids, or all numbers in a declared numbering."""
     wnid = [is_wnid(v) for v in raw]
     if any(wnid) and not all(wnid):
         raise ValueError(f"labels file {labels_file} mixes wnid and numeric labels (e.g. "
@@ -437,8 +437,9 @@ def build_eval_cache(samples, transform, *, limit: int | None = None, num_worker
 #               `masked_predictions`).
 # ImageNet-C:   root/<corruption>/<severity 1-5>/<wnid>/*.JPEG, already 224 centre crops
 #               (`list_imagenet_c`, `build_center_crop_transform`).
-# Wnid folders are labelled by the wnid's class index (`wnid_labels`: timm's ImageNet-1k list, or a
-# wnid list file via `imagenet_wnids`), so a set holding any subset of the classes is labelled right.
+# Wnid folders are labelled by the wnid's class index (`wnid_labels`: timm's ImageNet-1k list, or
+# a wnid list file via `imagenet_wnids`), so a set holding any subset of the classes is labelled
+# right.
 OOD_KEYS = ("imagenet_v2", "imagenet_r", "imagenet_c")
 IMAGENET_C_SEVERITIES = (1, 2, 3, 4, 5)
 
