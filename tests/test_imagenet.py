@@ -12,7 +12,7 @@ from torchvision import transforms as T
 from tokred.imagenet import (build_eval_cache, build_transform, check_dataset_path, list_samples,
                              resize_size, subset_indices)
 
-WNIDS = ["n01440764", "n01443537", "n01484850"]  # string order == ImageNet index order
+WNIDS = ["n01440764", "n01443537", "n01484850"]  # ImageNet-1k classes 0, 1, 2
 SIZES = [(37, 53), (64, 40), (50, 50), (81, 29)]
 
 
@@ -120,7 +120,7 @@ def test_flat_with_bare_labels(flat, tmp_path):
     root, labels = flat
     lf = tmp_path / "labels.txt"
     lf.write_text("# one label per sorted file\n" + "\n".join(map(str, labels)) + "\n\n")
-    samples = list_samples(root, lf)
+    samples = list_samples(root, lf, labels_convention="sorted_wnid_index")
     assert [y for _, y in samples] == labels
     assert [p.name for p, _ in samples] == sorted(p.name for p in root.iterdir())
 
@@ -131,11 +131,12 @@ def test_flat_with_named_labels_any_order(flat, tmp_path):
     lf = tmp_path / "val.txt"
     lines = [f"val/{n} {y}" for n, y in zip(names, labels)][::-1]  # order and prefix don't matter
     lf.write_text("\n".join(lines))
-    samples = list_samples(root, lf)
+    samples = list_samples(root, lf, labels_convention="sorted_wnid_index")
     assert [(p.name, y) for p, y in samples] == list(zip(names, labels))
-    # label_base=1 shifts
+    # a declared 1-based numbering shifts
     lf.write_text("\n".join(f"{n} {y + 1}" for n, y in zip(names, labels)))
-    assert [y for _, y in list_samples(root, lf, label_base=1)] == labels
+    assert [y for _, y in list_samples(root, lf, labels_convention="sorted_wnid_index_1based")] \
+        == labels
 
 
 def test_flat_label_errors(flat, tmp_path):
@@ -160,14 +161,15 @@ def test_flat_label_errors(flat, tmp_path):
     with pytest.raises(ValueError, match="does not match"):
         list_samples(root, lf)
 
-    lf.write_text("1\n3\n2\n1\n3\n")  # 1..C with no 0: ambiguous 1-based ids
+    lf.write_text("1\n3\n2\n1\n3\n")  # 1..C declared 0-based: C is out of range, 1-based?
     with pytest.raises(ValueError, match="1-based"):
-        list_samples(root, lf, num_classes=3)
-    assert [y for _, y in list_samples(root, lf, label_base=1, num_classes=3)] == [0, 2, 1, 0, 2]
+        list_samples(root, lf, labels_convention="sorted_wnid_index", num_classes=3)
+    assert [y for _, y in list_samples(root, lf, labels_convention="sorted_wnid_index_1based",
+                                       num_classes=3)] == [0, 2, 1, 0, 2]
 
     lf.write_text("0\n1\n5\n1\n0\n")
     with pytest.raises(ValueError, match="expected 0..2"):
-        list_samples(root, lf, num_classes=3)
+        list_samples(root, lf, labels_convention="sorted_wnid_index", num_classes=3)
 
     gt = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
     gt.write_text("\n".join(map(str, labels)))
@@ -200,8 +202,9 @@ def test_folder_errors(tmp_path, flat):
 def test_check_dataset_path_names_key_and_path(folders, tmp_path):
     check_dataset_path("imagenet_val", folders)
     check_dataset_path("imagenet_val", folders, labels_file="")  # empty string == not given
-    with pytest.raises(ValueError, match=r"config key 'imagenet_val': .*class folders, expected"):
-        check_dataset_path("imagenet_val", folders, num_classes=1000)
+    check_dataset_path("imagenet_val", folders, num_classes=1000)  # a subset of the classes
+    with pytest.raises(ValueError, match=r"config key 'imagenet_val': .*n01484850.*num_classes 2"):
+        check_dataset_path("imagenet_val", folders, num_classes=2)
     missing = tmp_path / "does_not_exist"
     with pytest.raises(ValueError) as e:
         check_dataset_path("imagenet_val", missing)

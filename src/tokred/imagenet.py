@@ -4,24 +4,38 @@ Every image is decoded, resized and centre-cropped once into a uint8 cache [N,3,
 mean/std are applied at evaluation time (`tokred.models.normalize`), so one cache serves every
 method and the cache is 4x smaller than float32.
 
+Class index order: the ImageNet-1k wnids sorted as strings, read from the list timm ships
+(`timm/data/_info/imagenet_synsets.txt`, `timm.data.ImageNetInfo`; torchvision's ImageFolder gives
+the same order on the full set). A class folder named by a wnid is labelled by that wnid's index in
+this list, never by its rank among the folders present, so a set holding a subset of the classes
+(ImageNet-R, a partial ImageNet-C or val) keeps the true labels. A `wnids_file` replaces the list
+for models with another class space.
+
 Accepted layouts (`list_samples`):
-  (a) class folders, `root/<wnid>/*.JPEG`: labels are the ranks of the folder names sorted as
-      strings, which for ImageNet wnids is the standard index order (torchvision ImageFolder, timm).
-      With `numeric_classes=True` the folder name itself is the label (ImageNet-V2: 0..999).
+  (a) class folders, `root/<wnid>/*.JPEG`: label = the wnid's class index; a folder that is not a
+      known wnid is an error naming it. With `numeric_classes=True` the folder name itself is the
+      label (ImageNet-V2: 0..999).
   (b) flat, `root/*.JPEG` plus `labels_file`, one of two formats (blank lines and `#` comments
       ignored):
         "<filename> <label>"  labels matched by file name (e.g. caffe's val.txt), every image in
                               root must be listed exactly once;
         "<label>"             one per line, in the order of the sorted file names.
-      Labels are 0-based class indices in sorted-wnid order (`label_base=1` for 1-based ones).
-      The devkit's ILSVRC2012_validation_ground_truth.txt is refused: its ILSVRC2012_IDs follow the
-      devkit's synset order, not sorted wnids, so shifting by one would silently mislabel; convert
-      it to class folders (e.g. with the usual valprep.sh) or to a "<filename> <label>" file.
+      A label is a wnid (self-describing, e.g. "ILSVRC2012_val_00000001.JPEG n01751748") or a
+      number. Numbers need their numbering declared (`labels_convention`, config key
+      `data.labels_convention`): "sorted_wnid_index" (0-based index in the class order, caffe's
+      val.txt) or "sorted_wnid_index_1based". Undeclared numbers are refused: on a subset the
+      devkit's ILSVRC2012_IDs (ILSVRC2012_validation_ground_truth.txt, 1..1000 in the devkit's own
+      synset order: image 1 has ID 490 but index 65) cannot be told from indices, and no
+      devkit-ID -> wnid table ships with timm. Convert such a file to wnids (the devkit's meta.mat
+      maps ILSVRC2012_ID -> WNID) or to class folders (the usual valprep.sh).
 
-torch/torchvision/PIL are imported lazily: `check_dataset_path` runs while Snakemake builds the DAG.
+torch/torchvision/PIL/timm are imported lazily: `check_dataset_path` and `check_ood_paths` run while
+Snakemake builds the DAG (timm's synset list is read as a file, without importing timm).
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 import os
 from pathlib import Path
@@ -29,6 +43,89 @@ from typing import Sequence
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 DEVKIT_GT_NAME = "ILSVRC2012_validation_ground_truth"
+# Values of `labels_convention` (config key data.labels_convention): the numbering of a labels
+# file's numeric labels (-> the number of the first class), or "wnid" (labels are wnids; these need
+# no declaration).
+_LABEL_BASE = {"sorted_wnid_index": 0, "sorted_wnid_index_1based": 1}
+WNID_LABELS = "wnid"
+LABELS_CONVENTIONS = (*_LABEL_BASE, WNID_LABELS)
+_WNID_CHARS = set("0123456789")
+
+
+# ---------------------------------------------------------------------------------- class index
+def is_wnid(name: str) -> bool:
+    """'n' + 8 digits, the WordNet id form of ImageNet class folders."""
+    return len(name) == 9 and name[0] == "n" and set(name[1:]) <= _WNID_CHARS
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet1k_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k wnids in class index order (sorted), from the list timm ships.
+
+    Source: `timm/data/_info/imagenet_synsets.txt`, the file `timm.data.ImageNetInfo` reads. Read
+    from timm's install folder without importing timm (which imports torch): this runs while
+    Snakemake builds the DAG. Raises RuntimeError if timm or the file is missing or malformed.
+    """
+    spec = importlib.util.find_spec("timm")  # locates the package without executing it
+    if spec is None:
+        raise RuntimeError("timm is not installed: it provides the ImageNet-1k class list "
+                           "(timm/data/_info/imagenet_synsets.txt)")
+    text = None
+    for loc in spec.submodule_search_locations or ():
+        f = Path(loc) / "data" / "_info" / "imagenet_synsets.txt"
+        if f.is_file():
+            text = f.read_text()
+            break
+    if text is None:  # e.g. timm inside a zip: let timm's own loader find it
+        import pkgutil
+
+        data = pkgutil.get_data("timm.data", "_info/imagenet_synsets.txt")
+        text = data.decode() if data is not None else ""
+    wnids = tuple(text.split())
+    if len(wnids) != 1000 or list(wnids) != sorted(set(wnids)) or not all(map(is_wnid, wnids)):
+        raise RuntimeError(f"timm's ImageNet-1k class list ({spec.origin}) is not 1000 sorted "
+                           f"wnids ({len(wnids)} entries): reinstall timm")
+    return wnids
+
+
+def _class_index(class_index_wnids: Sequence[str] | None) -> dict[str, int]:
+    wnids = imagenet1k_wnids() if class_index_wnids is None else class_index_wnids
+    return {w: i for i, w in enumerate(wnids)}
+
+
+def _unknown_class(name: str, index: dict[str, int], where: str) -> str:
+    """Why `name` (a class folder or label) has no class index, for an error message."""
+    space = ("the 1000 ImageNet-1k classes (timm's imagenet_synsets.txt)"
+             if len(index) == 1000 else f"the {len(index)} classes of the wnid list")
+    if is_wnid(name):
+        return f"{where} {name!r} is a wnid but not one of {space}"
+    hint = ""
+    if name.isdigit():
+        hint = ("; numeric class folders are ImageNet-V2's layout: give that set as "
+                "data.imagenet_v2")
+    return (f"{where} {name!r} is not an ImageNet wnid ('n' + 8 digits, one of {space}): rename "
+            f"or remove it{hint}")
+
+
+def wnid_labels(names: Sequence[str], *, class_index_wnids: Sequence[str] | None = None,
+                num_classes: int | None = None, where: str = "class folder") -> list[int]:
+    """Class index of each wnid in `names` (the position in `class_index_wnids`, default timm's
+    ImageNet-1k list `imagenet1k_wnids`): n01440764 -> 0, n15075141 -> 999.
+
+    Raises ValueError naming the first name that is not a wnid of the list, or whose index is
+    >= `num_classes` (the model's classes) when that is given.
+    """
+    index = _class_index(class_index_wnids)
+    labels = []
+    for name in names:
+        if name not in index:
+            raise ValueError(_unknown_class(name, index, where))
+        y = index[name]
+        if num_classes is not None and y >= num_classes:
+            raise ValueError(f"{where} {name!r} has class index {y}, outside the model's "
+                             f"num_classes {num_classes} (0..{num_classes - 1})")
+        labels.append(y)
+    return labels
 
 
 # ---------------------------------------------------------------------------------- transform
@@ -83,12 +180,17 @@ def _image_files(folder: Path) -> list[str]:
 
 
 def list_samples(root: str | Path, labels_file: str | Path | None = None, *,
-                 label_base: int = 0, numeric_classes: bool = False,
-                 num_classes: int | None = None) -> list[tuple[Path, int]]:
+                 labels_convention: str | None = None, numeric_classes: bool = False,
+                 num_classes: int | None = None,
+                 class_index_wnids: Sequence[str] | None = None) -> list[tuple[Path, int]]:
     """(image path, label) pairs in a deterministic order; see the module docstring for layouts.
 
     Without `labels_file`, `root` must hold class folders; with it, images directly in `root`.
-    `num_classes`, if given, is checked against the number of class folders / the label range.
+    Labels are class indices: a wnid's position in `class_index_wnids` (default: timm's ImageNet-1k
+    list, `imagenet1k_wnids`). `labels_convention` (one of LABELS_CONVENTIONS) declares how a labels
+    file numbers its classes; numeric labels without it are refused. `num_classes`, if given,
+    bounds the labels (a subset of the classes is fine).
+    Raises FileNotFoundError / ValueError naming the path, the folder or the line at fault.
     """
     root = Path(root)
     if not root.exists():
@@ -96,13 +198,14 @@ def list_samples(root: str | Path, labels_file: str | Path | None = None, *,
     if not root.is_dir():
         raise ValueError(f"dataset path {root} is not a directory")
     if labels_file is None:
-        samples = _list_class_folders(root, numeric_classes, num_classes)
+        samples = _list_class_folders(root, numeric_classes, num_classes, class_index_wnids)
     else:
-        samples = _list_flat(root, Path(labels_file), label_base, num_classes)
+        samples = _list_flat(root, Path(labels_file), labels_convention, num_classes,
+                             class_index_wnids)
     return samples
 
 
-def _list_class_folders(root: Path, numeric: bool, num_classes: int | None):
+def _list_class_folders(root: Path, numeric: bool, num_classes: int | None, class_index_wnids):
     with os.scandir(root) as it:
         classes = [e.name for e in it if e.is_dir() and not e.name.startswith(".")]
     if not classes:
@@ -118,48 +221,52 @@ def _list_class_folders(root: Path, numeric: bool, num_classes: int | None):
         # Sorted numerically ('10' after '9'), and the label is the number itself.
         classes.sort(key=int)
         labels = [int(c) for c in classes]
-    else:
-        classes.sort()  # string order == ImageNet index order for wnids
-        labels = list(range(len(classes)))
-    if num_classes is not None:
-        if not numeric and len(classes) != num_classes:
-            raise ValueError(f"dataset directory {root} has {len(classes)} class folders, "
-                             f"expected {num_classes}")
-        if numeric and max(labels) >= num_classes:
+        if num_classes is not None and max(labels) >= num_classes:
             raise ValueError(f"dataset directory {root}: class folder {max(labels)} is outside "
                              f"0..{num_classes - 1}")
+    else:
+        classes.sort()  # sorted wnids: increasing class index
+        # Never folder ranks: with any class missing they would shift every later label.
+        labels = wnid_labels(classes, class_index_wnids=class_index_wnids,
+                             num_classes=num_classes,
+                             where=f"dataset directory {root}: class folder")
     return _folder_samples(root, classes, labels)
 
 
-def _list_flat(root: Path, labels_file: Path, label_base: int, num_classes: int | None):
+def _list_flat(root: Path, labels_file: Path, convention: str | None, num_classes: int | None,
+               class_index_wnids):
     if not labels_file.exists():
         raise FileNotFoundError(f"labels file {labels_file} does not exist")
+    if convention is not None and convention not in LABELS_CONVENTIONS:
+        raise ValueError(f"labels_convention {convention!r} (config key data.labels_convention) "
+                         f"is not one of {list(LABELS_CONVENTIONS)}")
     if DEVKIT_GT_NAME in labels_file.name:
         raise ValueError(
             f"labels file {labels_file} is the ILSVRC2012 devkit ground truth: its 1-based "
             f"ILSVRC2012_IDs follow the devkit synset order, not the sorted-wnid order the models "
-            f"use. Convert the val set to class folders, or give '<filename> <label>' lines with "
-            f"0-based sorted-wnid labels.")
+            f"use. Convert the val set to class folders, or give '<filename> <wnid>' lines.")
     files = _image_files(root)
     if not files:
         raise ValueError(f"dataset directory {root} contains no images (flat layout with labels "
                          f"file {labels_file})")
 
-    named: dict[str, int] = {}
-    bare: list[int] = []
+    named: dict[str, str] = {}
+    bare: list[str] = []
     for lineno, raw in enumerate(labels_file.read_text().splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.split()
         try:
+            if not (is_wnid(parts[-1]) or parts[-1].lstrip("-").isdigit()):
+                raise ValueError("the label is neither a wnid nor an integer")
             if len(parts) == 1:
-                bare.append(int(parts[0]))
+                bare.append(parts[0])
             elif len(parts) == 2:
                 name = Path(parts[0]).name  # entries like "val/xxx.JPEG" match by file name
                 if name in named:
                     raise ValueError(f"duplicate entry for {name}")
-                named[name] = int(parts[1])
+                named[name] = parts[1]
             else:
                 raise ValueError("expected '<filename> <label>' or '<label>'")
         except ValueError as e:
@@ -185,32 +292,69 @@ def _list_flat(root: Path, labels_file: Path, label_base: int, num_classes: int 
         raw_labels = [named[f] for f in files]
     else:
         raise ValueError(f"labels file {labels_file} contains no labels")
-
-    labels = [v - label_base for v in raw_labels]
-    if label_base == 0 and 0 not in raw_labels and max(raw_labels) == (num_classes or 1000):
-        # Labels 1..C with no 0 are 1-based ids. Shifting is only right if they follow sorted
-        # wnids, which we cannot tell, so ask rather than guess.
-        raise ValueError(
-            f"labels file {labels_file} looks 1-based (labels {min(raw_labels)}.."
-            f"{max(raw_labels)}, no 0). If they are sorted-wnid indices, pass label_base=1; "
-            f"if they are devkit ILSVRC2012_IDs, convert them first.")
-    if min(labels) < 0 or (num_classes is not None and max(labels) >= num_classes):
-        bound = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
-        raise ValueError(f"labels file {labels_file}: labels (after label_base={label_base}) "
-                         f"span {min(labels)}..{max(labels)}, expected {bound}")
+    labels = _file_labels(raw_labels, labels_file, convention, num_classes, class_index_wnids)
     return [(root / f, y) for f, y in zip(files, labels)]
 
 
-def check_dataset_path(key: str, path, labels_file=None, **kwargs) -> None:
+def _file_labels(raw: list[str], labels_file: Path, convention: str | None,
+                 num_classes: int | None, class_index_wnids) -> list[int]:
+    """Class indices of the file's labels: all wnids, or all numbers in a declared numbering."""
+    wnid = [is_wnid(v) for v in raw]
+    if any(wnid) and not all(wnid):
+        raise ValueError(f"labels file {labels_file} mixes wnid and numeric labels (e.g. "
+                         f"{raw[wnid.index(True)]!r} and {raw[wnid.index(False)]!r})")
+    if all(wnid):
+        if convention not in (None, WNID_LABELS):
+            raise ValueError(f"labels file {labels_file} holds wnids (e.g. {raw[0]!r}), but "
+                             f"labels_convention (config key data.labels_convention) is "
+                             f"{convention!r}: set it to {WNID_LABELS!r} or leave it unset")
+        return wnid_labels(raw, class_index_wnids=class_index_wnids, num_classes=num_classes,
+                           where=f"labels file {labels_file}: label")
+    if convention not in _LABEL_BASE:
+        sample = " ".join(raw[:5])
+        declared = ("numbers are not wnids" if convention == WNID_LABELS
+                    else "their numbering cannot be established from the file")
+        raise ValueError(
+            f"labels file {labels_file} holds numeric labels ({sample} ...), and {declared}: "
+            f"labels_convention is {convention!r} (config key data.labels_convention). "
+            f"0-based class indices in sorted-wnid order (caffe's val.txt, timm, torchvision) and "
+            f"the ILSVRC2012 devkit's IDs (1..1000 in the devkit's synset order: "
+            f"ILSVRC2012_val_00000001 is ID 490 but index 65) look alike on a subset. Declare "
+            f"data.labels_convention: 'sorted_wnid_index' (0-based) or 'sorted_wnid_index_1based'; "
+            f"devkit IDs are not supported: write '<filename> <wnid>' lines instead (the devkit's "
+            f"meta.mat maps ILSVRC2012_ID to WNID).")
+    base = _LABEL_BASE[convention]
+    values = [int(v) for v in raw]
+    labels = [v - base for v in values]
+    lo, hi = min(labels), max(labels)
+    if lo < 0 or (num_classes is not None and hi >= num_classes):
+        bound = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
+        hint = ""
+        if base == 0 and min(values) >= 1 and num_classes is not None and hi == num_classes:
+            hint = " (1..num_classes: 1-based? declare 'sorted_wnid_index_1based')"
+        raise ValueError(f"labels file {labels_file}: labels (labels_convention {convention!r}) "
+                         f"span {lo}..{hi} as class indices, expected {bound}{hint}")
+    return labels
+
+
+def check_dataset_path(key: str, path, labels_file=None, *, wnids_file=None, **kwargs) -> None:
     """Pre-flight check for a configured dataset path (no image decoding; cheap at DAG build).
 
     Raises ValueError("config key '<key>': ...") naming the path when it is unset, missing,
-    empty or its labels are malformed. `kwargs` are passed to `list_samples`.
+    empty, holds a class folder that is not a known wnid, or its labels are malformed or of
+    undeclared numbering. `wnids_file` replaces timm's ImageNet-1k class list (errors name
+    'data.wnids_file'). `kwargs` are passed to `list_samples`.
     """
     if path is None or str(path).strip() == "":
         raise ValueError(f"config key '{key}': no dataset path set")
     if labels_file is not None and str(labels_file).strip() == "":
         labels_file = None
+    if wnids_file is not None and str(wnids_file).strip() != "":
+        try:
+            kwargs["class_index_wnids"] = imagenet_wnids(wnids_file,
+                                                         num_classes=kwargs.get("num_classes"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"config key 'data.wnids_file': {e}") from None
     try:
         list_samples(path, labels_file, **kwargs)
     except (OSError, ValueError) as e:
@@ -290,18 +434,14 @@ def build_eval_cache(samples, transform, *, limit: int | None = None, num_worker
 # ImageNet-V2:  root/<0..999>/*.jpeg, the folder name is the label (`list_imagenet_v2`).
 # ImageNet-R:   root/<wnid>/*.jpg, 200 of the 1000 classes. Labels are indices into the 1000-class
 #               space; the model's logits are restricted to the 200 classes (`imagenet_r_mask`,
-#               `masked_predictions`). Sorted, the 1000 wnids are the class index order; they
-#               come from the class folders of imagenet_val or a wnid list file (`imagenet_wnids`).
+#               `masked_predictions`).
 # ImageNet-C:   root/<corruption>/<severity 1-5>/<wnid>/*.JPEG, already 224 centre crops
 #               (`list_imagenet_c`, `build_center_crop_transform`).
+# Wnid folders are labelled by the wnid's class index (`wnid_labels`: timm's ImageNet-1k list, or
+# a wnid list file via `imagenet_wnids`), so a set holding any subset of the classes is labelled
+# right.
 OOD_KEYS = ("imagenet_v2", "imagenet_r", "imagenet_c")
 IMAGENET_C_SEVERITIES = (1, 2, 3, 4, 5)
-_WNID_CHARS = set("0123456789")
-
-
-def is_wnid(name: str) -> bool:
-    """'n' + 8 digits, the WordNet id form of ImageNet class folders."""
-    return len(name) == 9 and name[0] == "n" and set(name[1:]) <= _WNID_CHARS
 
 
 def list_imagenet_v2(root: str | Path, num_classes: int = 1000) -> list[tuple[Path, int]]:
@@ -358,61 +498,40 @@ def _check_class_wnids(wnids: Sequence[str], source: str, num_classes: int | Non
     return wnids
 
 
-def imagenet_wnids(val_root: str | Path | None = None, labels_file=None, wnids_file=None, *,
-                   num_classes: int | None = 1000) -> list[str]:
-    """The class wnids in class index order (sorted), needed to place ImageNet-R's classes.
+def imagenet_wnids(wnids_file=None, *, num_classes: int | None = None) -> list[str]:
+    """The class wnids in class index order (sorted): `wnids_file` if given (see
+    `read_wnids_file`; checked sorted, unique and, with `num_classes`, that many), else timm's
+    ImageNet-1k list (`imagenet1k_wnids`, 1000 wnids).
 
-    From `wnids_file` if given (see `read_wnids_file`), else from the class folders of
-    `val_root`. The flat val layout (`labels_file` set) has no wnids: that is an error.
+    Raises FileNotFoundError / ValueError naming the wnid list file.
     """
     if wnids_file is not None and str(wnids_file).strip() != "":
         return _check_class_wnids(read_wnids_file(wnids_file), f"wnid list file {wnids_file}",
                                   num_classes)
-    if labels_file is not None and str(labels_file).strip() != "":
-        raise ValueError(
-            "ImageNet-R needs the class wnids: the flat imagenet_val layout (labels file "
-            f"{labels_file}) has none. Use the class-folder layout of imagenet_val "
-            "(root/<wnid>/*.JPEG) or give an explicit wnid list file (1000 sorted wnids).")
-    if val_root is None or str(val_root).strip() == "":
-        raise ValueError("ImageNet-R needs the class wnids: give the class-folder imagenet_val "
-                         "root or an explicit wnid list file")
-    val_root = Path(val_root)
-    _check_dir(val_root, "imagenet_val")
-    names = _subdirs(val_root)
-    if not names:
-        raise ValueError(
-            f"ImageNet-R needs the class wnids, but imagenet_val {val_root} has no class folders "
-            f"(flat layout?): use the class-folder layout or an explicit wnid list file")
-    return _check_class_wnids(names, f"imagenet_val class folders in {val_root}", num_classes)
+    return list(imagenet1k_wnids())
 
 
-def _wnid_folders(root: Path, what: str) -> list[str]:
+def _wnid_folders(root: Path, what: str, class_index_wnids: Sequence[str] | None = None,
+                  num_classes: int | None = None) -> tuple[list[str], list[int]]:
+    """The sorted wnid class folders of `root` and their class indices (see `wnid_labels`)."""
     _check_dir(root, what)
     names = _subdirs(root)
     if not names:
         raise ValueError(f"{what} directory {root} has no class folders")
-    bad = [n for n in names if not is_wnid(n)]
-    if bad:
-        raise ValueError(f"{what} directory {root}: class folders must be wnids, found {bad[:5]}")
-    return names
+    labels = wnid_labels(names, class_index_wnids=class_index_wnids, num_classes=num_classes,
+                         where=f"{what} directory {root}: class folder")
+    return names, labels
 
 
-def _index_of(wnids: list[str], class_index_wnids: Sequence[str], root: Path,
-              what: str) -> list[int]:
-    pos = {w: i for i, w in enumerate(class_index_wnids)}
-    unknown = [w for w in wnids if w not in pos]
-    if unknown:
-        raise ValueError(f"{what} directory {root}: {len(unknown)} class folders are not among "
-                         f"the {len(pos)} classes (e.g. {unknown[:5]})")
-    return [pos[w] for w in wnids]
-
-
-def imagenet_r_mask(root: str | Path, class_index_wnids: Sequence[str]) -> list[int]:
-    """Indices into the full class space (`class_index_wnids`: all wnids, sorted) of ImageNet-R's
-    class folders, in sorted-wnid order (so increasing): one per folder (200 for ImageNet-R)."""
+def imagenet_r_mask(root: str | Path, class_index_wnids: Sequence[str] | None = None, *,
+                    num_classes: int | None = None) -> list[int]:
+    """Class indices (in the full class space: `class_index_wnids`, all wnids sorted, default
+    timm's ImageNet-1k list) of ImageNet-R's class folders, in sorted-wnid order (so increasing):
+    one per folder (200 for ImageNet-R). Raises ValueError naming a folder that has no index."""
     root = Path(root)
-    class_index_wnids = _check_class_wnids(class_index_wnids, "class_index_wnids", None)
-    return _index_of(_wnid_folders(root, "ImageNet-R"), class_index_wnids, root, "ImageNet-R")
+    if class_index_wnids is not None:
+        class_index_wnids = _check_class_wnids(class_index_wnids, "class_index_wnids", None)
+    return _wnid_folders(root, "ImageNet-R", class_index_wnids, num_classes)[1]
 
 
 def _folder_samples(root: Path, folders: list[str], labels: list[int]):
@@ -427,13 +546,14 @@ def _folder_samples(root: Path, folders: list[str], labels: list[int]):
     return samples
 
 
-def list_imagenet_r(root: str | Path,
-                    class_index_wnids: Sequence[str]) -> list[tuple[Path, int]]:
+def list_imagenet_r(root: str | Path, class_index_wnids: Sequence[str] | None = None, *,
+                    num_classes: int | None = None) -> list[tuple[Path, int]]:
     """ImageNet-R samples; the label is the index into the full class space (not 0..199), so it
     compares directly with `masked_predictions(logits, imagenet_r_mask(...))`."""
     root = Path(root)
-    wnids = _wnid_folders(root, "ImageNet-R")
-    labels = imagenet_r_mask(root, class_index_wnids)
+    if class_index_wnids is not None:
+        class_index_wnids = _check_class_wnids(class_index_wnids, "class_index_wnids", None)
+    wnids, labels = _wnid_folders(root, "ImageNet-R", class_index_wnids, num_classes)
     return _folder_samples(root, wnids, labels)
 
 
@@ -478,35 +598,28 @@ def list_imagenet_c(root: str | Path, corruptions: Sequence[str] | str | None = 
                     severities: Sequence[int] = IMAGENET_C_SEVERITIES, *,
                     class_index_wnids: Sequence[str] | None = None,
                     num_classes: int | None = None) -> dict[tuple[str, int], list]:
-    """Pre-rendered ImageNet-C: {(corruption, severity): [(path, label), ...]}.
+    """Pre-rendered ImageNet-C (Hendrycks & Dietterich, ICLR 2019):
+    {(corruption, severity): [(path, label), ...]}.
 
     Layout root/<corruption>/<severity>/<wnid>/*.JPEG. `corruptions` None = every corruption
-    folder in root. Labels: with `class_index_wnids` (all wnids, sorted) the wnid's index there;
-    without, the rank of the wnid among the folder's class folders (right only when all classes
-    are present: every (corruption, severity) folder must then hold the same class folders, and
-    `num_classes`, if given, is checked).
+    folder in root. Label = the wnid's class index (`wnid_labels`: in `class_index_wnids`, default
+    timm's ImageNet-1k list; < `num_classes` if given), so a partial set (any subset of the
+    classes) keeps its true labels. The listed conditions must hold the same class folders (else
+    they would not be comparable). Raises ValueError naming the folder at fault.
     """
     root = Path(root)
     if class_index_wnids is not None:
-        class_index_wnids = _check_class_wnids(class_index_wnids, "class_index_wnids",
-                                               num_classes)
+        class_index_wnids = _check_class_wnids(class_index_wnids, "class_index_wnids", None)
     out: dict[tuple[str, int], list] = {}
     classes0 = None
     for c, s, d in _imagenet_c_dirs(root, corruptions, severities):
-        what = f"ImageNet-C ({c}, severity {s})"
-        wnids = _wnid_folders(d, what)
-        if class_index_wnids is not None:
-            labels = _index_of(wnids, class_index_wnids, d, what)
-        else:
-            if classes0 is None:
-                classes0 = (d, wnids)
-                if num_classes is not None and len(wnids) != num_classes:
-                    raise ValueError(f"{what} directory {d} has {len(wnids)} class folders, "
-                                     f"expected {num_classes}")
-            elif wnids != classes0[1]:
-                raise ValueError(f"{what} directory {d}: class folders differ from those of "
-                                 f"{classes0[0]}; labels by rank would disagree")
-            labels = list(range(len(wnids)))
+        wnids, labels = _wnid_folders(d, f"ImageNet-C ({c}, severity {s})", class_index_wnids,
+                                      num_classes)
+        if classes0 is None:
+            classes0 = (d, wnids)
+        elif wnids != classes0[1]:
+            raise ValueError(f"ImageNet-C directory {d}: class folders differ from those of "
+                             f"{classes0[0]}; the conditions would not be comparable")
         out[(c, s)] = _folder_samples(d, wnids, labels)
     return out
 
@@ -538,13 +651,16 @@ def build_center_crop_transform(img_size: int = 224):
     return T.Compose([_ToRGB(), _RequireSize(img_size), T.CenterCrop(img_size), T.PILToTensor()])
 
 
-def _check_imagenet_c_shallow(root, corruptions, severities) -> None:
-    """Every (corruption, severity) folder exists and holds the same wnid class folders; the first
-    and last class folders of each hold images. No full file listing (750k files)."""
+def _check_imagenet_c_shallow(root, corruptions, severities, class_index_wnids=None,
+                              num_classes=None) -> None:
+    """Every (corruption, severity) folder exists and holds the same class folders, each a wnid
+    with a class index; the first and last class folders of each hold images. No full file
+    listing (750k files)."""
     root = Path(root)
     ref = None
     for c, s, d in _imagenet_c_dirs(root, corruptions, severities):
-        wnids = _wnid_folders(d, f"ImageNet-C ({c}, severity {s})")
+        wnids, _ = _wnid_folders(d, f"ImageNet-C ({c}, severity {s})", class_index_wnids,
+                                 num_classes)
         if ref is None:
             ref = (d, wnids)
         elif wnids != ref[1]:
@@ -560,10 +676,11 @@ def check_ood_paths(cfg_data: dict, *, imagenet_c_corruptions: Sequence[str] | N
     """Pre-flight check of the optional OOD dataset paths in the `data` config section.
 
     Keys `imagenet_v2`, `imagenet_r`, `imagenet_c` may be absent or null (skipped). A set path
-    that is missing, empty or in the wrong layout raises ValueError("config key 'data.<key>': ...")
-    naming the path. No image decoding. ImageNet-R also needs the class wnids: from the class
-    folders of `imagenet_val`, or `wnids_file` if set. ImageNet-C is checked shallowly (folders,
-    not every file); `imagenet_c_corruptions` None = the corruptions in `tokred.corruptions`.
+    that is missing, empty or in the wrong layout, or a class folder without a class index (not a
+    wnid of timm's ImageNet-1k list, or of `wnids_file` if set), raises
+    ValueError("config key 'data.<key>': ...") naming the path and the folder. No image decoding.
+    ImageNet-C is checked shallowly (folders, not every file); `imagenet_c_corruptions` None = the
+    corruptions in `tokred.corruptions`.
     """
     num_classes = cfg_data.get("num_classes") or 1000
 
@@ -577,15 +694,16 @@ def check_ood_paths(cfg_data: dict, *, imagenet_c_corruptions: Sequence[str] | N
         except (OSError, ValueError) as e:
             raise ValueError(f"config key 'data.imagenet_v2': {e}") from None
 
-    if given("imagenet_r") is not None:
-        path = cfg_data["imagenet_r"]
+    wnids = None  # timm's ImageNet-1k list
+    if given("wnids_file") is not None and (given("imagenet_r") or given("imagenet_c")):
         try:
-            wnids = imagenet_wnids(given("imagenet_val"), given("labels_file"),
-                                   given("wnids_file"), num_classes=num_classes)
+            wnids = imagenet_wnids(cfg_data["wnids_file"], num_classes=num_classes)
         except (OSError, ValueError) as e:
-            raise ValueError(f"config key 'data.imagenet_r' ({path}): {e}") from None
+            raise ValueError(f"config key 'data.wnids_file': {e}") from None
+
+    if given("imagenet_r") is not None:
         try:
-            list_imagenet_r(path, wnids)
+            list_imagenet_r(cfg_data["imagenet_r"], wnids, num_classes=num_classes)
         except (OSError, ValueError) as e:
             raise ValueError(f"config key 'data.imagenet_r': {e}") from None
 
@@ -595,6 +713,6 @@ def check_ood_paths(cfg_data: dict, *, imagenet_c_corruptions: Sequence[str] | N
             imagenet_c_corruptions = list(CORRUPTIONS)
         try:
             _check_imagenet_c_shallow(cfg_data["imagenet_c"], imagenet_c_corruptions,
-                                      imagenet_c_severities)
+                                      imagenet_c_severities, wnids, num_classes)
         except (OSError, ValueError) as e:
             raise ValueError(f"config key 'data.imagenet_c': {e}") from None

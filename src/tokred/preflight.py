@@ -25,7 +25,9 @@ def check_config(cfg: dict) -> None:
 
         d = cfg["data"]
         check_dataset_path("data.imagenet_val", d["imagenet_val"], d.get("labels_file") or None,
-                           num_classes=d.get("num_classes", 1000))
+                           num_classes=d.get("num_classes", 1000),
+                           labels_convention=d.get("labels_convention"),
+                           wnids_file=d.get("wnids_file"))
         ood = cfg["experiments"].get("ood") or {}
         if any(d.get(k) for k in OOD_DATASETS):
             from .imagenet import check_ood_paths

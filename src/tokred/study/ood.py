@@ -36,17 +36,19 @@ def condition_images(cfg: dict, cond: dict, eval_set_path: str) -> dict:
 
     d = cfg["data"]
     size = d.get("img_size", 224)
+    n_cls = d.get("num_classes", 1000)
+    # Wnid folders are labelled by the wnid's class index (timm's ImageNet-1k list or wnids_file).
+    wnids = imagenet.imagenet_wnids(d.get("wnids_file"), num_classes=n_cls)
     if cond["dataset"] == "imagenet_v2":
-        samples = imagenet.list_imagenet_v2(d["imagenet_v2"], num_classes=d.get("num_classes", 1000))
+        samples = imagenet.list_imagenet_v2(d["imagenet_v2"], num_classes=n_cls)
         tf = imagenet.build_transform(size, d["crop_pct"], d["interpolation"])
     elif cond["dataset"] == "imagenet_r":
-        wnids = imagenet.imagenet_wnids(d["imagenet_val"], d.get("labels_file") or None, d.get("wnids_file"),
-                                        num_classes=d.get("num_classes", 1000))
-        samples = imagenet.list_imagenet_r(d["imagenet_r"], wnids)
-        out["class_mask"] = imagenet.imagenet_r_mask(d["imagenet_r"], wnids)
+        samples = imagenet.list_imagenet_r(d["imagenet_r"], wnids, num_classes=n_cls)
+        out["class_mask"] = imagenet.imagenet_r_mask(d["imagenet_r"], wnids, num_classes=n_cls)
         tf = imagenet.build_transform(size, d["crop_pct"], d["interpolation"])
     else:  # imagenet_c: pre-rendered 224 crops, centre crop only
-        listing = imagenet.list_imagenet_c(d["imagenet_c"], [cond["corruption"]], [cond["severity"]])
+        listing = imagenet.list_imagenet_c(d["imagenet_c"], [cond["corruption"]], [cond["severity"]],
+                                           class_index_wnids=wnids, num_classes=n_cls)
         samples = listing[(cond["corruption"], cond["severity"])]
         tf = imagenet.build_center_crop_transform(size)
     out["images"], out["labels"] = imagenet.build_eval_cache(samples, tf, limit=limit,

@@ -19,7 +19,9 @@ def build_model(cfg: dict, weights_path: str) -> torch.nn.Module:
     m = cfg["model"]
     if m["source"] == "embedded":
         from ..models import create_embedded_model
+        from ..weights import check_weights_file
 
+        check_weights_file(weights_path, "torch")  # names an LFS pointer / truncated file as such
         ckpt = torch.load(weights_path, map_location="cpu", weights_only=False)
         model = create_embedded_model(ckpt["num_classes"], **ckpt["model"])
         model.load_state_dict(ckpt["state_dict"])
