@@ -18,9 +18,9 @@ if not workflow.config_settings.configfiles:
 
 
 # A number YAML 1.1 reads as a string (5e-2) fails here naming its key and how to write it, before
-# the schema's generic type error (tokred.preflight.check_yaml_types; light, no torch).
+# the schema's generic type error (tokred.study.config.check_yaml_types; light, no torch).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from tokred.preflight import check_yaml_types
+from tokred.study.config import check_yaml_types
 
 check_yaml_types(config, Path(workflow.basedir) / "config" / "schema.yaml")
 validate(config, "config/schema.yaml")

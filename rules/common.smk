@@ -9,7 +9,7 @@ from pathlib import Path
 # The library is importable by the DAG (and by job scripts, see workflow/scripts/_paths.py),
 # installed or not.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from tokred import preflight  # light: no torch
+from tokred.study import config as preflight  # light: no torch
 from tokred.codeversion import script_code_hash
 
 R = config["results_dir"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tokred.corruptions import (CORRUPTIONS, SEVERITIES, corrupt, gaussian_filter,
+from tokred.data.corruptions import (CORRUPTIONS, SEVERITIES, corrupt, gaussian_filter,
                                 jpeg_roundtrip, severity_param)
 
 NOISE_SIGMAS = (0.08, 0.12, 0.18, 0.26, 0.38)

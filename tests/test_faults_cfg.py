@@ -1,6 +1,6 @@
 """Numbers that YAML 1.1 reads as strings (`5e-2`, `1E-3`, `.5e1`): every method knob is
 type-checked (tokred.methods.Method), the schema types the ablation variants, and the config check
-(tokred.preflight.check_yaml_types, run by the Snakefile before the schema) names the key and says
+(tokred.study.config.check_yaml_types, run by the Snakefile before the schema) names the key and says
 how to write the value. One case goes through a real `snakemake -n`."""
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
-from tokred import methods, preflight
+from tokred import methods
+from tokred.study import config as preflight
 from tokred.methods import Method, resolve_method
 
 ROOT = Path(__file__).resolve().parents[1]

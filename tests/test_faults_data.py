@@ -13,9 +13,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from tokred import imagenet, preflight
-from tokred.imagenet import (check_dataset_path, check_ood_paths, list_imagenet_c, list_imagenet_r,
-                             list_samples)
+from tokred.data import classes, ood_sets
+from tokred.study import config as preflight
+from tokred.data.imagenet import check_dataset_path, list_samples
+from tokred.data.ood_sets import check_ood_paths, list_imagenet_c, list_imagenet_r
+
 
 ROOT = Path(__file__).resolve().parents[1]
 C_CORRUPTIONS = ["gaussian_blur", "gaussian_noise", "jpeg_compression"]
@@ -53,7 +55,7 @@ def _cfg(**data) -> dict:
 def test_class_index_is_timms_imagenet1k_synset_list():
     from timm.data import ImageNetInfo
 
-    wnids = imagenet.imagenet1k_wnids()
+    wnids = classes.imagenet1k_wnids()
     assert list(wnids) == list(ImageNetInfo().label_names())
     assert len(wnids) == 1000 and list(wnids) == sorted(wnids)
     assert wnids.index("n15075141") == 999
@@ -68,7 +70,7 @@ def test_imagenet_preflight_imports_no_torch(tmp_path):
         _images(val / w)
     imc = _imc(tmp_path / "c", ["n01440764", "n15075141"], severities=[1])
     code = (
-        "import sys, yaml; sys.path.insert(0, 'src'); from tokred import preflight; "
+        "import sys, yaml; sys.path.insert(0, 'src'); from tokred.study import config as preflight; "
         "cfg = yaml.safe_load(open('config/imagenet.yaml')); "
         f"cfg['data'].update(imagenet_val={str(val)!r}, imagenet_c={str(imc)!r}); "
         "cfg['experiments']['ood']['severities'] = [1]; preflight.check_config(cfg); "
@@ -86,7 +88,7 @@ def test_partial_imagenet_c_is_labelled_by_wnid_index(tmp_path, wnids, labels):
     root = _imc(tmp_path / "imagenet-c", wnids)
     # accepted by the pre-flight, exactly as the Snakefile calls it ...
     preflight.check_config(_cfg(imagenet_val=str(_val_folder(tmp_path)), imagenet_c=str(root)))
-    # ... and the OOD job's listing (tokred.ood calls it this way) labels by the wnid's index
+    # ... and the OOD job's listing (tokred.study.ood calls it this way) labels by the wnid's index
     for c in C_CORRUPTIONS:
         for s in (1, 5):
             samples = list_imagenet_c(root, [c], [s])[(c, s)]
@@ -95,10 +97,10 @@ def test_partial_imagenet_c_is_labelled_by_wnid_index(tmp_path, wnids, labels):
 
 
 def test_ood_job_labels_partial_sets_by_wnid_index(tmp_path):
-    """What the OOD job feeds the model (tokred.ood.condition_images) for partial C and R sets."""
+    """What the OOD job feeds the model (tokred.study.ood.condition_images) for partial C and R sets."""
     import torch
 
-    from tokred.ood import condition_images
+    from tokred.study.ood import condition_images
 
     imc = _imc(tmp_path / "imagenet-c", ["n01440764", "n01443537", "n15075141"],
                ["gaussian_noise"], [2])
@@ -178,7 +180,7 @@ def test_imagenet_r_subset_uses_the_wnid_index_whatever_val_holds(tmp_path):
     for w in ("n01443537", "n09193705"):
         _images(imr / w, 2)
     preflight.check_config(_cfg(imagenet_val=str(val), imagenet_r=str(imr)))
-    assert imagenet.imagenet_r_mask(imr) == [1, 970]
+    assert ood_sets.imagenet_r_mask(imr) == [1, 970]
     assert [y for _, y in list_imagenet_r(imr)] == [1, 1, 970, 970]
     # a flat val set (no wnids of its own) no longer stops ImageNet-R
     flat = tmp_path / "flat"
@@ -263,7 +265,7 @@ def test_labels_convention_is_a_config_key():
 
     schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
     prop = schema["properties"]["data"]["properties"]["labels_convention"]
-    assert set(prop["enum"]) - {None} == set(imagenet.LABELS_CONVENTIONS)
+    assert set(prop["enum"]) - {None} == set(classes.LABELS_CONVENTIONS)
     cfg = _cfg(labels_file="/x/val.txt", labels_convention="sorted_wnid_index")
     validate(copy.deepcopy(cfg), str(ROOT / "config" / "schema.yaml"))
     cfg["data"]["labels_convention"] = "devkit"
@@ -276,12 +278,12 @@ def test_eval_set_job_applies_the_declared_numbering(devkit_subset, tmp_path):
     """The eval-set job lists val as the pre-flight does (same keys), not with its own defaults."""
     import torch
 
-    from tokred import pipeline
+    from tokred.data import eval_set
 
     root, lf = devkit_subset
     lf.write_text("\n".join(str(y + 1) for y in TRUE_LABELS))
     cfg = _cfg(imagenet_val=str(root), labels_file=str(lf), img_size=8, decode_workers=0,
                labels_convention="sorted_wnid_index_1based")
     out = tmp_path / "eval_set.pt"
-    assert pipeline.build_eval_set(cfg, str(out)) == 5
+    assert eval_set.build_eval_set(cfg, str(out)) == 5
     assert torch.load(out, weights_only=False)["labels"].tolist() == TRUE_LABELS

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from tokred.imagenet import (build_eval_cache, build_transform, check_dataset_path, list_samples,
-                             resize_size, subset_indices)
+from tokred.data.imagenet import build_eval_cache, build_transform, check_dataset_path, list_samples, resize_size, subset_indices
+
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]  # ImageNet-1k classes 0, 1, 2
 SIZES = [(37, 53), (64, 40), (50, 50), (81, 29)]

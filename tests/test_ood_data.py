@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tokred.imagenet import (build_center_crop_transform, check_ood_paths, imagenet_r_mask,
-                             imagenet_wnids, list_imagenet_c, list_imagenet_r, list_imagenet_v2,
-                             list_samples, masked_predictions, read_wnids_file)
+from tokred.data.classes import imagenet_wnids, read_wnids_file
+from tokred.data.imagenet import list_samples
+from tokred.data.ood_sets import build_center_crop_transform, check_ood_paths, imagenet_r_mask, list_imagenet_c, list_imagenet_r, list_imagenet_v2
+
 
 # A pretend 6-class "ImageNet": sorted wnids are the class index order.
 ALL_WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361", "n01494475", "n01496331"]
@@ -121,23 +122,6 @@ def test_r_errors(imr, rng):
     _write_images(imr / "dogs", 1, rng)
     with pytest.raises(ValueError, match="'dogs' is not an ImageNet wnid"):
         imagenet_r_mask(imr, ALL_WNIDS)
-
-
-def test_masked_predictions_slice_the_logits():
-    mask = [1, 3, 5]
-    logits = torch.tensor([
-        [9.0, 1.0, 0.0, 2.0, 8.0, 0.5],   # best overall 0 (unmasked), best in mask 3
-        [0.0, 5.0, 0.0, 4.0, 0.0, 4.5],   # best overall and in mask: 1
-        [7.0, -1.0, 6.0, -2.0, 5.0, 0.0],  # best in mask 5
-    ])
-    pred = masked_predictions(logits, mask)
-    assert pred.dtype == torch.int64
-    assert pred.tolist() == [3, 1, 5]
-    assert logits.argmax(1).tolist() == [0, 1, 0]  # the unmasked prediction differs
-    labels = torch.tensor([3, 5, 5])
-    assert (pred == labels).float().mean().item() == pytest.approx(2 / 3)
-    with pytest.raises(ValueError, match="do not fit"):
-        masked_predictions(logits, [1, 6])
 
 
 # ---------------------------------------------------------------------------------- C

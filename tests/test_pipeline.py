@@ -292,7 +292,7 @@ def test_paper_profile_end_to_end_on_loopback(tmp_path, hub):
 
 def test_dag_build_imports_no_torch():
     """The checks the Snakefile runs while building the DAG stay light (no torch, no timm)."""
-    code = ("import sys, yaml; sys.path.insert(0, 'src'); from tokred import preflight; "
+    code = ("import sys, yaml; sys.path.insert(0, 'src'); from tokred.study import config as preflight; "
             "cfg = yaml.safe_load(open('config/config.yaml')); preflight.check_config(cfg); "
             "preflight.comparisons(preflight.expand_runs(cfg)); "
             "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'heavy import'")

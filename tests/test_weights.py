@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from tokred.weights import (DownloadError, WeightsFileError, check_weights_file, default_hub_id,
+from tokred.data.weights import (DownloadError, WeightsFileError, check_weights_file, default_hub_id,
                             download_weights, hub_url, load_pretrained, sidecar_path,
                             verify_weights)
 
@@ -378,7 +378,7 @@ def test_torch_checkpoints_are_checked_too(tmp_path):
 
 
 def test_embedded_weights_file_is_checked(tmp_path):
-    from tokred.pipeline import build_model
+    from tokred.study.runner import build_model
 
     dest = tmp_path / "model.pt"
     dest.write_bytes(LFS_POINTER)

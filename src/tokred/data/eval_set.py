@@ -23,13 +23,14 @@ def build_eval_set(cfg: dict, out: str) -> int:
 
         images, labels = synthetic.make_images(cfg["task"], d["eval_images"], seed=d["eval_seed"])
     else:
-        from .. import imagenet
+        from . import imagenet
+        from .classes import imagenet_wnids
 
         n_cls = d.get("num_classes", 1000)
-        # The same keys as the pre-flight's check (tokred.preflight.check_config), so both label alike.
+        # The same keys as the pre-flight's check (tokred.study.config.check_config), so both label alike.
         samples = imagenet.list_samples(d["imagenet_val"], d.get("labels_file") or None, num_classes=n_cls,
                                         labels_convention=d.get("labels_convention"),
-                                        class_index_wnids=imagenet.imagenet_wnids(d.get("wnids_file"), num_classes=n_cls))
+                                        class_index_wnids=imagenet_wnids(d.get("wnids_file"), num_classes=n_cls))
         tf = imagenet.build_transform(d["img_size"], d["crop_pct"], d["interpolation"])
         images, labels = imagenet.build_eval_cache(samples, tf, limit=d.get("limit"),
                                                    num_workers=d.get("decode_workers", 0))

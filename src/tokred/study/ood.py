@@ -21,36 +21,37 @@ def condition_images(cfg: dict, cond: dict, eval_set_path: str) -> dict:
     es = io.load_eval_set(eval_set_path)
     out = {"mean": es["mean"], "std": es["std"], "class_mask": None}
     if cond["kind"] in ("clean", "corruption"):
-        from ..imagenet import subset_indices
+        from ..data.imagenet import subset_indices
 
         idx = torch.tensor(subset_indices(len(es["labels"]), limit))
         images, out["labels"] = es["images"][idx], es["labels"][idx]
         if cond["kind"] == "corruption":
-            from .corruptions import corrupt
+            from ..data.corruptions import corrupt
 
             images = corrupt(images, cond["corruption"], cond["severity"], seed=cfg["seed"], progress=True)
         out["images"] = images
         return out
 
-    from .. import imagenet
+    from ..data import imagenet, ood_sets
+    from ..data.classes import imagenet_wnids
 
     d = cfg["data"]
     size = d.get("img_size", 224)
     n_cls = d.get("num_classes", 1000)
     # Wnid folders are labelled by the wnid's class index (timm's ImageNet-1k list or wnids_file).
-    wnids = imagenet.imagenet_wnids(d.get("wnids_file"), num_classes=n_cls)
+    wnids = imagenet_wnids(d.get("wnids_file"), num_classes=n_cls)
     if cond["dataset"] == "imagenet_v2":
-        samples = imagenet.list_imagenet_v2(d["imagenet_v2"], num_classes=n_cls)
+        samples = ood_sets.list_imagenet_v2(d["imagenet_v2"], num_classes=n_cls)
         tf = imagenet.build_transform(size, d["crop_pct"], d["interpolation"])
     elif cond["dataset"] == "imagenet_r":
-        samples = imagenet.list_imagenet_r(d["imagenet_r"], wnids, num_classes=n_cls)
-        out["class_mask"] = imagenet.imagenet_r_mask(d["imagenet_r"], wnids, num_classes=n_cls)
+        samples = ood_sets.list_imagenet_r(d["imagenet_r"], wnids, num_classes=n_cls)
+        out["class_mask"] = ood_sets.imagenet_r_mask(d["imagenet_r"], wnids, num_classes=n_cls)
         tf = imagenet.build_transform(size, d["crop_pct"], d["interpolation"])
     else:  # imagenet_c: pre-rendered 224 crops, centre crop only
-        listing = imagenet.list_imagenet_c(d["imagenet_c"], [cond["corruption"]], [cond["severity"]],
+        listing = ood_sets.list_imagenet_c(d["imagenet_c"], [cond["corruption"]], [cond["severity"]],
                                            class_index_wnids=wnids, num_classes=n_cls)
         samples = listing[(cond["corruption"], cond["severity"])]
-        tf = imagenet.build_center_crop_transform(size)
+        tf = ood_sets.build_center_crop_transform(size)
     out["images"], out["labels"] = imagenet.build_eval_cache(samples, tf, limit=limit,
                                                              num_workers=d.get("decode_workers", 0))
     return out

@@ -19,21 +19,21 @@ def build_model(cfg: dict, weights_path: str) -> torch.nn.Module:
     m = cfg["model"]
     if m["source"] == "embedded":
         from ..models import create_embedded_model
-        from ..weights import check_weights_file
+        from ..data.weights import check_weights_file
 
         check_weights_file(weights_path, "torch")  # names an LFS pointer / truncated file as such
         ckpt = torch.load(weights_path, map_location="cpu", weights_only=False)
         model = create_embedded_model(ckpt["num_classes"], **ckpt["model"])
         model.load_state_dict(ckpt["state_dict"])
     else:
-        from ..weights import load_pretrained
+        from ..data.weights import load_pretrained
 
         model = load_pretrained(m["name"], weights_path)
     return model.eval()
 
 
 def download_hub_weights(cfg: dict, out: str) -> dict:
-    from ..weights import default_hub_id, download_weights, hub_url
+    from ..data.weights import default_hub_id, download_weights, hub_url
 
     m = cfg["model"]
     url = m.get("url") or hub_url(m.get("hub_id") or default_hub_id(m["name"]))

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from .io import atomic_path, sha256_file, write_json
+from ..io import atomic_path, sha256_file, write_json
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 USER_AGENT = "tokred/0.1 (python-urllib)"

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .methods import resolve_method, yaml_number_hint
+from ..methods import resolve_method, yaml_number_hint
 
 
 def check_config(cfg: dict) -> None:
     if cfg["model"]["source"] == "embedded":
-        from .data.synthetic import resolve_task
+        from ..data.synthetic import resolve_task
 
         try:
             resolve_task(cfg["task"])
         except ValueError as e:
             raise ValueError(f"config key 'task': {e}") from None
     else:
-        from .imagenet import check_dataset_path
+        from ..data.imagenet import check_dataset_path
 
         d = cfg["data"]
         check_dataset_path("data.imagenet_val", d["imagenet_val"], d.get("labels_file") or None,
@@ -30,7 +30,7 @@ def check_config(cfg: dict) -> None:
                            wnids_file=d.get("wnids_file"))
         ood = cfg["experiments"].get("ood") or {}
         if any(d.get(k) for k in OOD_DATASETS):
-            from .imagenet import check_ood_paths
+            from ..data.ood_sets import check_ood_paths
 
             check_ood_paths(d, imagenet_c_corruptions=ood.get("imagenet_c_corruptions"),
                             imagenet_c_severities=tuple(ood.get("severities", (1, 2, 3, 4, 5))))
@@ -84,7 +84,7 @@ def check_yaml_types(cfg: dict, schema: dict | str | Path) -> None:
 
     model = cfg.get("model")
     if isinstance(model, dict) and model.get("source") == "embedded":
-        from .synthetic import TASK_DEFAULTS
+        from ..data.synthetic import TASK_DEFAULTS
 
         train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
         curriculum = train.get("curriculum") if isinstance(train.get("curriculum"), dict) else {}
@@ -177,7 +177,7 @@ def ood_conditions(cfg: dict) -> dict[str, dict]:
     ood = cfg["experiments"].get("ood")
     if not ood:
         return {}
-    from .corruptions import CORRUPTIONS
+    from ..data.corruptions import CORRUPTIONS
 
     conds = {"clean": {"kind": "clean"}}
     for c in ood["corruptions"]:
