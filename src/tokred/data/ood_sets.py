@@ -184,7 +184,7 @@ def check_ood_paths(cfg_data: dict, *, imagenet_c_corruptions: Sequence[str] | N
     wnid of timm's ImageNet-1k list, or of `wnids_file` if set), raises
     ValueError("config key 'data.<key>': ...") naming the path and the folder. No image decoding.
     ImageNet-C is checked shallowly (folders, not every file); `imagenet_c_corruptions` None = the
-    corruptions in `tokred.corruptions`.
+    corruptions in `tokred.data.corruptions`.
     """
     num_classes = cfg_data.get("num_classes") or 1000
 

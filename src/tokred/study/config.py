@@ -57,7 +57,7 @@ def check_yaml_types(cfg: dict, schema: dict | str | Path) -> None:
     (`cfg` checked with jsonschema against `schema`, a dict or a YAML file) wants a number, and
     every boolean where it wants a string, with how to write the value; plus strings among the
     numeric keys of the free-form synthetic task (`task`, `train.curriculum.easy`; the types of
-    tokred.synthetic.TASK_DEFAULTS). Other schema errors are left to the validation.
+    tokred.data.synthetic.TASK_DEFAULTS). Other schema errors are left to the validation.
     Raises ValueError with one line per such key, sorted by key.
     """
     import jsonschema
