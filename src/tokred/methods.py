@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .schedule import _count, _entries, _number
+
 SELECTORS = ("bipartite", "hquota_ff")
 MATCH = ("k", "xnorm")
 SPACES = ("x", "v", "kv")
@@ -50,6 +52,14 @@ class Method:
         def bad(key, value, allowed):
             raise ValueError(f"method key {key!r}: {value!r} is not one of {allowed}")
 
+        # Numeric knobs as Python numbers: numpy and 0-d torch scalars are accepted (a tensor field would
+        # break equality, hashing and the run name), anything else fails here with the key's name.
+        num = {"q": _number, "eta": _number, "clip_tau": _number, "temperature": _number, "topr": _count}
+        for key, conv in num.items():
+            value = getattr(self, key)
+            if value is not None:
+                v = conv(value, repr(key), "method key")
+                object.__setattr__(self, key, v if key == "topr" else float(v))
         if self.selector not in SELECTORS:
             bad("selector", self.selector, SELECTORS)
         if self.match not in MATCH:
@@ -60,16 +70,19 @@ class Method:
             bad("size_mode", self.size_mode, SIZE_MODES)
         if not 0.0 <= self.q <= 1.0:
             raise ValueError(f"method key 'q': {self.q!r} outside [0, 1]")
-        if self.topr is not None and (isinstance(self.topr, bool) or int(self.topr) < 1):
+        if self.topr is not None and self.topr < 1:
             raise ValueError(f"method key 'topr': {self.topr!r} must be a positive integer or None")
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"method key 'eta': {self.eta!r} outside [0, 1]")
         if self.clip_tau is not None and self.clip_tau <= 0:
             raise ValueError(f"method key 'clip_tau': {self.clip_tau!r} must be > 0")
         if self.push is not None:
-            if len(self.push) != 3 or self.push[0] < 0 or self.push[1] < 0:
+            push = tuple(float(_number(v, "'push'", "method key")) for v in _entries(self.push, "'push'", "method key"))
+            if len(push) != 3:
                 raise ValueError(f"method key 'push': expected (alpha>=0, beta0>=0, delta), got {self.push!r}")
-            object.__setattr__(self, "push", tuple(float(v) for v in self.push))
+            if push[0] < 0 or push[1] < 0:
+                raise ValueError(f"method key 'push': expected (alpha>=0, beta0>=0, delta), got {self.push!r}")
+            object.__setattr__(self, "push", push)
 
     def replace(self, **kw) -> "Method":
         unknown = sorted(set(kw) - {f.name for f in dataclasses.fields(self)})
