@@ -13,6 +13,16 @@ from dataclasses import dataclass
 import torch
 
 
+def accum_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype merge sums accumulate in: float32 for 16-bit floats, else `dtype` itself.
+
+    In float16 a size-weighted sum (x * size, sizes up to N) overflows long before x does (65504 / 37
+    = 1770), and in bfloat16 sums of many tokens lose the small terms (8-bit mantissa) and sizes above
+    256 are no longer exact integers. For float32/64 inputs nothing is converted or copied.
+    """
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 @dataclass
 class MergePlan:
     """`index[b, i]` is the output slot of input token i; slots 0..num_protected-1 are the protected
@@ -55,6 +65,20 @@ class MergePlan:
                                    include_self=False)
 
 
+def check_finite(t: torch.Tensor, what: str) -> None:
+    """Raise FloatingPointError if `t` holds NaN or inf: selection on such values is meaningless (NaN
+    compares false, so selectors pick garbage or fail on shapes). One reduction and one host sync; skipped
+    while tracing (FLOP counting), where it would only add ops to the count."""
+    if torch.jit.is_tracing():
+        return
+    if not bool(torch.isfinite(t).all()):
+        n = int((~torch.isfinite(t)).sum())
+        raise FloatingPointError(
+            f"{what} {list(t.shape)} ({t.dtype}) has {n} non-finite values (NaN/inf): the activations "
+            f"overflowed or were already non-finite before this block's token selection; in float16, "
+            f"values above 65504 overflow (try bfloat16 or float32), otherwise check the input and weights")
+
+
 def merge_source(plan: MergePlan, source: torch.Tensor | None, num_tokens: int) -> torch.Tensor:
     """Track which input tokens each current token holds: source [B, tokens, input tokens] (0/1)."""
     if source is None:
@@ -77,6 +101,7 @@ def bipartite_plan(metric: torch.Tensor, r: int, num_protected: int) -> MergePla
     if r <= 0:
         return None
     with torch.no_grad():
+        check_finite(metric, "bipartite matching metric")
         metric = metric / metric.norm(dim=-1, keepdim=True)
         a, b = metric[:, ::2], metric[:, 1::2]
         scores = a @ b.transpose(-1, -2)
@@ -122,16 +147,22 @@ def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, me
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge hidden states with the method's rule (SPEC §3.3); sizes always add up as counts.
 
+    x [B, N, C], size [B, N, 1] or None (all ones) -> (merged x [B, num_out, C] in x's dtype, sizes
+    [B, num_out, 1] in `accum_dtype(x.dtype)`).
+
     The default rule is ToMe's size-weighted average (its `merge_wavg`). Other rules: norm-aware weights,
     push-lite (a kept token moves part-way towards the mean of what it absorbs), eta damping,
     re-centring of the patch tokens' size-weighted mean, and an L2 clip of merged tokens.
+    float16/bfloat16 inputs are merged in float32 and the result cast back once (see `accum_dtype`);
+    float32/64 inputs are used as they are.
     """
-    if size is None:
-        size = x.new_ones(x.shape[0], x.shape[1], 1)
+    out_dtype = x.dtype
+    x = x.to(accum_dtype(x.dtype))  # no-op (same tensor) for float32/64
+    size = x.new_ones(x.shape[0], x.shape[1], 1) if size is None else size.to(x.dtype)
     new_size = plan.sum(size)
     plain_avg = method.push is None and method.eta == 0 and not method.recenter and method.clip_tau is None
     if method.size_mode == "avg" and plain_avg:
-        return plan.sum(x * size) / new_size, new_size
+        return (plan.sum(x * size) / new_size).to(out_dtype), new_size
 
     B, N, C = x.shape
     K, p = plan.num_out, num_protected
@@ -187,4 +218,4 @@ def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, me
         n_y = y.norm(dim=-1, keepdim=True)
         y = y * torch.where(n_y > limit, limit / n_y.clamp_min(1e-12), torch.ones_like(n_y))
     out.view(B * K, C).index_copy_(0, slots, y)
-    return out, new_size
+    return out.to(out_dtype), new_size

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
 
 from . import schedule
-from .merge import MergePlan, bipartite_plan, merge_source, merge_tokens
+from .merge import MergePlan, accum_dtype, bipartite_plan, merge_source, merge_tokens
 from .methods import Method, resolve_method
 from .select import assign_plan, head_inflow, hquota_ff_keep
 
@@ -73,7 +73,8 @@ class ReducingAttention(Attention):
         k^T is copied once: bmm on the strided view of the qkv output was measured ~25% slower on CPU."""
         B, H, N, d = q.shape
         nk = k.shape[2]
-        bf = None if bias is None else bias.expand(B, H, 1, nk).reshape(B * H, 1, nk)
+        # sizes (and so the bias) are kept in float32 under 16-bit activations: cast like `attend` does
+        bf = None if bias is None else bias.expand(B, H, 1, nk).reshape(B * H, 1, nk).to(q.dtype)
         return q.reshape(B * H, N, d), k.transpose(-2, -1).reshape(B * H, d, nk), bf
 
     def _softmax(self, qf, kt, bf) -> torch.Tensor:
@@ -138,12 +139,22 @@ class ReducingAttention(Attention):
 
 def _group_mean(plan: MergePlan, size: torch.Tensor, *ts: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Size-weighted means per slot of per-head tensors [B, H, N, d] -> [B, H, num_out, d] each, and the
-    slot sizes [B, num_out, 1]. (q, k, v are views of the qkv output: token-major rows without a copy.)"""
+    slot sizes [B, num_out, 1]. (q, k, v are views of the qkv output: token-major rows without a copy.)
+
+    Sums accumulate in `accum_dtype` (float32 for 16-bit inputs: x * size overflows float16) and the
+    means are cast back to the input dtype; float32/64 inputs are not converted."""
     B, H, N, d = ts[0].shape
+    acc = accum_dtype(ts[0].dtype)
+    size = size.to(acc)
     s_group = plan.sum(size)
     inv = 1.0 / s_group
-    means = [plan.sum(t.transpose(1, 2).reshape(B, N, H * d) * size).mul_(inv) for t in ts]
+    means = [plan.sum(t.transpose(1, 2).reshape(B, N, H * d).to(acc) * size).mul_(inv).to(t.dtype) for t in ts]
     return [m.view(B, plan.num_out, H, d).transpose(1, 2) for m in means], s_group
+
+
+def _ones_size(x: torch.Tensor) -> torch.Tensor:
+    """Sizes [B, N, 1] of unmerged tokens, in the dtype merges accumulate in."""
+    return torch.ones(x.shape[0], x.shape[1], 1, dtype=accum_dtype(x.dtype), device=x.device)
 
 
 class ReducingBlock(Block):
@@ -166,25 +177,28 @@ class ReducingBlock(Block):
         bias = attn.bias(size, meth.temperature)
 
         plan, out = None, None
-        if r > 0 and meth.selector == "bipartite":
-            if meth.topr is not None:
-                raise ValueError("topr applies to the hquota_ff selector only")
-            metric = k.mean(1) if meth.match == "k" else F.normalize(x, dim=-1)
-            plan = bipartite_plan(metric, r, st.num_protected)
-        elif r > 0:
-            phi, out = attn.inflow(q, k, v, bias, need_out=meth.space == "x")
-            plan = self._hquota_plan(phi, k, x, st.size, r)
+        try:
+            if r > 0 and meth.selector == "bipartite":
+                if meth.topr is not None:
+                    raise ValueError("topr applies to the hquota_ff selector only")
+                metric = k.mean(1) if meth.match == "k" else F.normalize(x, dim=-1)
+                plan = bipartite_plan(metric, r, st.num_protected)
+            elif r > 0:
+                phi, out = attn.inflow(q, k, v, bias, need_out=meth.space == "x")
+                plan = self._hquota_plan(phi, k, x, st.size, r)
+        except FloatingPointError as e:  # say where: the selectors do not know the block
+            raise FloatingPointError(f"block {self._tokred_layer} ({meth.name}, r={r}): {e}") from None
 
         if plan is None or meth.space == "x":
             out = out if out is not None else attn.attend(q, k, v, bias)
         elif meth.space == "v":  # each token's value replaced by its group's size-weighted mean
-            s = st.size if st.size is not None else x.new_ones(x.shape[0], x.shape[1], 1)
+            s = st.size if st.size is not None else _ones_size(x)
             (v_g,), _ = _group_mean(plan, s, v)
             B, H, _, d = v.shape
             v_rep = plan.gather(v_g.transpose(1, 2).reshape(B, plan.num_out, H * d)).view(B, -1, H, d).transpose(1, 2)
             out = attn.attend(q, k, v_rep, bias)
         else:  # kv: attend over merged keys/values, one output row per query
-            s = st.size if st.size is not None else x.new_ones(x.shape[0], x.shape[1], 1)
+            s = st.size if st.size is not None else _ones_size(x)
             (k_g, v_g), s_group = _group_mean(plan, s, k, v)
             out = attn.attend(q, k_g, v_g, attn.bias(s_group, meth.temperature) if meth.prop_attn else None)
         x = x + self.drop_path1(self.ls1(attn.project(out, xn)))

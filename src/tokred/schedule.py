@@ -11,15 +11,69 @@ block (protected CLS/distill tokens excluded). Forms (SPEC §2, §3.4):
 - ``layers="L0-2"``           restrict any of the above to a layer set (others get r = 0)
 - ``tile=8``                  round every kept count (protected tokens included) to a tile multiple
 - named keep profiles (``uniform``, ``early``, ``mid``, ``late``): `profile_keep`
+
+Every number may be a Python, numpy or 0-d torch scalar (``np.int64(13)``, ``torch.tensor(0.7)``);
+a list may also be a 1-d array or tensor. Token counts (list entries, ``tile``, layer indices) must be
+whole numbers; ``r`` itself may be real, as in ToMe's ``parse_r`` (``13.5`` ramps 13 -> 14).
+Anything else (bools, strings, arrays of other shapes, NaN) raises ValueError naming the key.
 """
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from typing import Iterable, Sequence
 
 
-def ramp_r(num_layers: int, r: int, inflection: float = 0.0) -> list[int]:
-    """ToMe's (r, inflection) schedule: a linear ramp whose mean is r (inflection -1: decreasing)."""
+def _number(value, key: str, where: str = "schedule") -> int | float:
+    """`value` as a Python int or float. Accepts Python/numpy real scalars and 0-d numpy arrays or torch
+    tensors (duck-typed through `.ndim`/`.item()`: this module must not import torch). Refuses bools,
+    complex numbers, strings, NaN/inf and anything with a dimension, naming `where` and `key`."""
+    v = value
+    if not isinstance(v, numbers.Number) and hasattr(v, "ndim") and hasattr(v, "item"):
+        if v.ndim != 0:
+            raise ValueError(f"{where} {key}: expected a number, got an array of shape {tuple(v.shape)}: "
+                             f"{value!r}")
+        v = v.item()
+    # np.bool_ is no numbers.Number and its .item() is a bool, so bools of every kind end here
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise ValueError(f"{where} {key}: expected a number, got {type(value).__name__} {value!r}")
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"{where} {key}: expected a finite number, got {value!r}")
+    return v
+
+
+def _count(value, key: str, where: str = "schedule") -> int:
+    """A whole number (int, numpy integer, 0-d integer tensor, or a real with no fraction such as 8.0)."""
+    v = _number(value, key, where)
+    if isinstance(v, float):
+        if not v.is_integer():
+            raise ValueError(f"{where} {key}: expected a whole number, got {value!r}")
+        v = int(v)
+    return v
+
+
+def _is_scalar(value) -> bool:
+    """True for anything `_number` would treat as one number (or refuse as one): not a list form."""
+    return isinstance(value, (numbers.Number, str, bytes)) or getattr(value, "ndim", None) == 0
+
+
+def _entries(value, key: str, where: str = "schedule") -> list:
+    """The elements of a list form: a list, range or other sequence, or a 1-d numpy array / torch tensor."""
+    if (isinstance(value, (str, bytes)) or getattr(value, "ndim", 1) != 1
+            or not (isinstance(value, Sequence) or hasattr(value, "ndim"))):
+        raise ValueError(f"{where} {key}: expected a number or a list of numbers, got {type(value).__name__} "
+                         f"{value!r}")
+    return list(value)
+
+
+def ramp_r(num_layers: int, r: float, inflection: float = 0.0) -> list[int]:
+    """ToMe's (r, inflection) schedule: a linear ramp whose mean is r (inflection -1: decreasing).
+
+    Same arithmetic as ToMe's `parse_r` (tome/utils.py), so a real r ramps between its neighbours."""
     lo = int(r * (1.0 - inflection))
     hi = 2 * r - lo
     if num_layers == 1:
@@ -42,8 +96,10 @@ def parse_layers(spec: str | Iterable[int] | None, num_layers: int) -> list[int]
             b = int(m.group(2)) if m.group(2) is not None else a
             out.update(range(a, b + 1))
         layers = sorted(out)
+    elif _is_scalar(spec):
+        layers = [_count(spec, "layers")]
     else:
-        layers = sorted({int(i) for i in spec})
+        layers = sorted({_count(i, "layers") for i in _entries(spec, "layers")})
     bad = [i for i in layers if not 0 <= i < num_layers]
     if bad:
         raise ValueError(f"layer set {spec!r}: blocks {bad} outside 0..{num_layers - 1}")
@@ -62,6 +118,8 @@ def profile_keep(name: str, num_layers: int, keep: float, *, early_boost: float 
     `keep`. early_mid_late (the summary's policy): early boost, `keep` in the middle, no merge in the
     last `late_k` blocks. Ratios apply to the tokens entering each block (the 50% cap still holds).
     """
+    keep, early_boost = _number(keep, "keep"), _number(early_boost, "early_boost")
+    late_k = _count(late_k, "late_k")
     if not 0 <= late_k <= num_layers:
         raise ValueError(f"schedule late_k: {late_k} outside 0..{num_layers}")
     early = min(1.0, max(0.0, keep - early_boost))
@@ -119,14 +177,20 @@ def resolve(num_layers: int, num_patches: int, r=None, *, keep=None, layers=None
     block. If no multiple is reachable, the block removes what the unrounded schedule would (within
     the cap). Blocks with r = 0 before rounding stay 0.
     """
-    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
-        raise ValueError(f"schedule tile: expected a positive int or None, got {tile!r}")
-    if isinstance(num_protected, bool) or not isinstance(num_protected, int) or num_protected < 0:
+    if tile is not None:
+        tile = _count(tile, "tile")
+        if tile < 1:
+            raise ValueError(f"schedule tile: expected a positive int or None, got {tile!r}")
+    num_protected = _count(num_protected, "num_protected")
+    if num_protected < 0:
         raise ValueError(f"schedule num_protected: expected an int >= 0, got {num_protected!r}")
     if (r is None) == (keep is None):
         raise ValueError("schedule: give exactly one of r or keep")
     if keep is not None:
-        keeps = [float(keep)] * num_layers if isinstance(keep, (int, float)) else [float(k) for k in keep]
+        if _is_scalar(keep):
+            keeps = [float(_number(keep, "keep"))] * num_layers
+        else:
+            keeps = [float(_number(k, "keep")) for k in _entries(keep, "keep")]
         if len(keeps) > num_layers:
             raise ValueError(f"schedule keep: {len(keeps)} ratios for {num_layers} blocks")
         keeps += [1.0] * (num_layers - len(keeps))
@@ -135,21 +199,23 @@ def resolve(num_layers: int, num_patches: int, r=None, *, keep=None, layers=None
             raise ValueError(f"schedule keep: ratios must lie in [0, 1], got {bad}")
         wanted = None
     else:
-        if isinstance(r, bool):
-            raise ValueError(f"schedule r: expected int, (r, inflection) or list, got {r!r}")
-        if isinstance(r, int):
-            wanted = ramp_r(num_layers, r, 0.0)
-        elif isinstance(r, tuple):
+        if isinstance(r, tuple):  # ToMe's (r, inflection); a list is per block
             if len(r) != 2:
                 raise ValueError(f"schedule r: a tuple must be (r, inflection), got {r!r}")
-            wanted = ramp_r(num_layers, int(r[0]), float(r[1]))
-        elif isinstance(r, (list, Sequence)):
-            wanted = [int(v) for v in r]
+            rr, inflection = _number(r[0], "r"), _number(r[1], "r inflection")
+            if rr < 0:
+                raise ValueError(f"schedule r: negative r in {r!r}")
+            wanted = ramp_r(num_layers, rr, inflection)
+        elif _is_scalar(r):
+            rr = _number(r, "r")
+            if rr < 0:
+                raise ValueError(f"schedule r: negative r {r!r}")
+            wanted = ramp_r(num_layers, rr, 0.0)
+        else:
+            wanted = [_count(v, "r") for v in _entries(r, "r")]
             if len(wanted) > num_layers:
                 raise ValueError(f"schedule r: {len(wanted)} entries for {num_layers} blocks")
             wanted += [0] * (num_layers - len(wanted))
-        else:
-            raise ValueError(f"schedule r: expected int, (r, inflection) or list, got {r!r}")
         if any(v < 0 for v in wanted):
             raise ValueError(f"schedule r: negative entries in {wanted}")
     active = set(parse_layers(layers, num_layers))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .merge import MergePlan
+from .merge import MergePlan, check_finite
 
 
 def head_inflow(attn: torch.Tensor) -> torch.Tensor:
@@ -24,8 +24,10 @@ def hquota_ff_keep(phi: torch.Tensor, size: torch.Tensor | None, keep: int, q: f
     Hubs: the top ceil(q*keep) tokens by total inflow x size. Then farthest-first in phi space
     (phi L2-normalised per token): repeatedly add the token farthest (in its minimum distance) from
     the kept set; ties go to the lower index. With q = 0 the top-scored token seeds the set.
+    Raises FloatingPointError if phi holds NaN/inf (NaN compares false: the picks would be garbage).
     """
     B, n, _ = phi.shape
+    check_finite(phi, "hquota_ff head inflow phi")
     # Selection is discrete (no gradient), and one memory layout keeps the matmul's rounding (and so
     # near ties) the same for every caller.
     phi = phi.detach().contiguous()
