@@ -13,6 +13,9 @@ from ..methods import resolve_method, yaml_number_hint
 
 
 def check_config(cfg: dict) -> None:
+    """Everything about the config that fails before any job: the task keys (embedded), the dataset
+    paths (paper profile) and the cross-key checks. Raises ValueError naming the config key."""
+    check_cross_keys(cfg)
     if cfg["model"]["source"] == "embedded":
         from ..data.synthetic import resolve_task
 
@@ -100,6 +103,33 @@ def check_yaml_types(cfg: dict, schema: dict | str | Path) -> None:
                         problems[key] = _string_number(key, x, integer)
     if problems:
         raise ValueError("\n".join(problems[k] for k in sorted(problems)))
+
+
+def check_cross_keys(cfg: dict) -> None:
+    """What the schema cannot see across keys, checked before any job: method names outside the
+    experiment groups (profiling, the merge figure), layer sets against the model's depth, and the ToMe
+    runs that the ablation and full-layer comparisons read. Raises ValueError naming the key."""
+    from ..schedule import parse_layers
+
+    ex = cfg["experiments"]
+    for key, names in (("profiling.methods", (cfg.get("profiling") or {}).get("methods", [])),
+                       ("paper.visualize.methods", ((cfg.get("paper") or {}).get("visualize") or {}).get("methods", []))):
+        for m in names:
+            _method(key, m)
+    # The depth is known without torch for the embedded model, or when the config states it (model.depth).
+    depth = cfg["model"].get("depth")
+    for layers in (ex.get("early") or {}).get("layers", []):
+        try:
+            parse_layers(layers, depth if depth is not None else 10 ** 6)
+        except ValueError as e:
+            raise ValueError(f"config key 'experiments.early.layers': {e}"
+                             + (f" (model.depth is {depth})" if depth is not None else "")) from None
+    tome_r = set(ex["reproduce"]["r"]) if ex["reproduce"]["method"] == "tome" else set()
+    for key, r in (("experiments.ablations.r", (ex.get("ablations") or {}).get("r")),
+                   ("experiments.full.target_r", (ex.get("full") or {}).get("target_r"))):
+        if r is not None and r not in tome_r:
+            raise ValueError(f"config key '{key}': {r} is not in experiments.reproduce.r {sorted(tome_r)}; the "
+                             "comparison needs ToMe's run at that r (add it there)")
 
 
 def _method(key: str, name: str, overrides: dict | None = None) -> None:

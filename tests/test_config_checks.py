@@ -1,0 +1,57 @@
+"""Bad configs that used to pass the dry run and fail only after training now fail while the DAG is
+built, naming the config key (tokred.study.config.check_cross_keys)."""
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tokred.study import config as preflight
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = yaml.safe_load((ROOT / "config" / "micro.yaml").read_text())
+
+
+def _with(path: str, value):
+    cfg = copy.deepcopy(MICRO)
+    node = cfg
+    *parents, leaf = path.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+    return cfg
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("profiling.methods", ["tome", "no_such_method"], "profiling.methods"),
+    ("paper.visualize.methods", ["tom"], "paper.visualize.methods"),
+    ("experiments.early.layers", ["L0", "L12"], "experiments.early.layers"),
+    ("experiments.early.layers", ["L0-x"], "experiments.early.layers"),
+    ("experiments.ablations.r", 7, "experiments.ablations.r"),
+    ("experiments.full.target_r", 5, "experiments.full.target_r"),
+])
+def test_cross_key_mistakes_name_the_key(key, value, words):
+    cfg = _with(key, value)
+    assert cfg != MICRO
+    with pytest.raises(ValueError, match=words.replace(".", r"\.")):
+        preflight.check_config(cfg)
+
+
+def test_shipped_configs_pass():
+    for f in ("config.yaml", "micro.yaml", "embedded_full.yaml"):
+        preflight.check_config(yaml.safe_load((ROOT / "config" / f).read_text()))
+
+
+def test_dry_run_fails_before_any_job_naming_the_key(tmp_path):
+    cfg = _with("experiments.early.layers", ["L0", "L12"])
+    cfg["results_dir"] = str(tmp_path / "results")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    p = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(path)],
+                       cwd=ROOT, capture_output=True, text=True)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0
+    assert "experiments.early.layers" in out and "11" in out
+    assert not (tmp_path / "results").exists()
