@@ -210,3 +210,111 @@ def test_selectors_refuse_non_finite_inputs():
     metric[0, 3, 1] = float("inf")
     with pytest.raises(FloatingPointError, match="metric.*non-finite"):
         bipartite_plan(metric, 4, 1)
+
+
+# --- 1. pooled read-outs weight merged tokens by size --------------------------------------------
+
+POOLS = ["token", "avg", "avgmax", "max", "map", "prr", ""]
+HEADS = [(pool, ct, reg) for pool in POOLS for ct in (True, False) for reg in (0, 2) if ct or pool != "token"]
+
+
+def _two_colour_model(pool, class_token=True, reg_tokens=0, seed=0):
+    """The issue's model: weights ~N(0, 0.2), no position embedding, so equal patches give equal tokens."""
+    torch.manual_seed(seed)
+    m = VisionTransformer(img_size=32, patch_size=4, embed_dim=48, depth=4, num_heads=4, num_classes=10,
+                          class_token=class_token, reg_tokens=reg_tokens, global_pool=pool).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.2)
+        m.pos_embed.zero_()
+    return m
+
+
+def _two_colour_images():
+    img = torch.full((2, 3, 32, 32), -0.5)
+    img[..., :24] = 0.8  # 48 patches of one colour, 16 of the other
+    img[1, :, :8] = 0.1  # a third colour in the second image
+    return img
+
+
+@pytest.mark.parametrize("meth", METHODS)
+@pytest.mark.parametrize("pool, class_token, reg_tokens", HEADS)
+def test_merging_identical_tokens_leaves_every_pooling_exact(pool, class_token, reg_tokens, meth):
+    m = _two_colour_model(pool, class_token, reg_tokens)
+    img = _two_colour_images()
+    with torch.no_grad():
+        base = m(img)
+        out = tokred.patch(m, meth, r=8)(img)
+    assert m._tokred.size is not None and m._tokred.size.max() > 1  # tokens really merged
+    assert out.shape == base.shape
+    torch.testing.assert_close(out, base, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pool, class_token, reg_tokens", [h for h in HEADS if h[0] in ("avg", "avgmax", "map")])
+def test_weighted_pooling_equals_pooling_every_input_token(pool, class_token, reg_tokens):
+    # For any tokens, not only identical ones: pooling a merged token with its size is pooling the
+    # input tokens it stands for, each carrying the merged value (timm's own pool on the unmerged set).
+    torch.manual_seed(1)
+    m = VisionTransformer(img_size=32, patch_size=4, embed_dim=48, depth=4, num_heads=4, num_classes=10,
+                          class_token=class_token, reg_tokens=reg_tokens, global_pool=pool).eval()
+    tokred.patch(m, "tome", r=(10, -0.5))
+    m._tokred.track_slots = True  # keep the input -> merged token map for the reference below
+    with torch.no_grad():
+        feats = m.forward_features(torch.randn(3, 3, 32, 32))
+        got = m.pool(feats)
+        want = VisionTransformer.pool(m, m._tokred.unmerge(feats))
+    assert feats.shape[1] < 64 and m._tokred.unmerge(feats).shape[1] == 64 + m.num_prefix_tokens
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_forward_features_then_head_equals_forward():
+    m = _two_colour_model("avg", class_token=False)
+    tokred.patch(m, "tome", r=8)
+    x1, x2 = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = m(x2)
+        m.forward_features(x1)  # a previous input's state must not leak into the next
+        got = m.forward_head(m.forward_features(x2))
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+        with pytest.raises(ValueError, match="forward_features"):
+            m.pool(torch.randn(2, 64, 48))  # tokens that are not the last forward's merged tokens
+
+
+def test_pooling_changed_after_patch_is_followed():
+    m = _two_colour_model("avg", class_token=True)
+    img = _two_colour_images()
+    tokred.patch(m, "tome", r=8)
+    m.reset_classifier(10, global_pool="")  # per-token outputs from now on
+    with torch.no_grad():
+        out = m(img)
+        tokred.unpatch(m)
+        base = m(img)
+    assert out.shape == base.shape == (2, 65, 10)
+    torch.testing.assert_close(out, base, atol=1e-5, rtol=0)
+
+
+def test_custom_heads_are_refused_by_name():
+    class OwnHead(VisionTransformer):
+        def forward_head(self, x, pre_logits=False):
+            return self.head(x.mean(1))
+
+    m = OwnHead(img_size=32, patch_size=4, embed_dim=48, depth=2, num_heads=4, num_classes=10, global_pool="avg")
+    with pytest.raises(TypeError, match=r"OwnHead overrides forward_head/pool \(model.global_pool='avg'\)"):
+        tokred.patch(m, "tome", r=8)
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("pool", ["avg", "avgmax", "map"])
+def test_16_bit_pooling_of_merged_tokens_stays_finite(dtype, pool):
+    torch.manual_seed(0)
+    m = VisionTransformer(img_size=32, patch_size=4, embed_dim=48, depth=6, num_heads=4, num_classes=10,
+                          class_token=False, global_pool=pool).eval()
+    with torch.no_grad():
+        m.pos_embed[..., 0] = 3000  # pooled un-normalised: sum of x * size overflows float16
+    m = m.to(dtype)
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(dtype)
+    with torch.no_grad():
+        base = m(x)
+        out = tokred.patch(m, "tome", r=12)(x)
+    assert torch.isfinite(base).all() and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), base.float(), atol=0.1, rtol=0)

@@ -6,11 +6,19 @@ The patch swaps the classes of the model's `Block` and `Attention` modules for s
 (4) merge the hidden states with the method's rule before the MLP (ToMe's placement). Weights are
 untouched; `unpatch` restores the original classes. ToMe and ours share every step: a method is
 data (`tokred.methods.Method`), not a copy of the block.
+
+The model's pooling is patched too, so that a read-out of merged tokens counts each token as the
+patches it holds (see `patch` for what each of timm's poolings becomes).
 """
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 import torch.nn.functional as F
+from timm.layers import AttentionPoolLatent
+from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
 
 from . import schedule
@@ -33,13 +41,24 @@ class ReductionState:
         self.method, self.r, self.keep, self.layers, self.tile = method, r, keep, layers, tile
         self.trace_source = trace_source
         self.num_protected, self.num_layers = num_protected, num_layers
+        self.track_slots = False  # keep `slots` (set per forward from the model's pooling)
         self._resolved: dict[int, list[int]] = {}
         self.reset()
 
     def reset(self) -> None:
         self.size: torch.Tensor | None = None
         self.source: torch.Tensor | None = None
+        self.slots: torch.Tensor | None = None  # int64 [B, input tokens]: current token holding each input token
         self.rs: list[int] | None = None
+
+    def unmerge(self, x: torch.Tensor) -> torch.Tensor:
+        """Current tokens [B, N, C] back at their input positions -> [B, input tokens, C]: each input token
+        gets the token it was merged into (identity when nothing merged)."""
+        if self.slots is None:
+            return x
+        B, N, C = x.shape
+        flat = (self.slots + torch.arange(B, device=x.device)[:, None] * N).view(-1)
+        return x.reshape(B * N, C).index_select(0, flat).view(B, -1, C)
 
     def schedule_for(self, num_patches: int) -> list[int]:
         """Resolved r per block for this input's patch count (cached: resolution is pure)."""
@@ -167,7 +186,8 @@ class ReducingBlock(Block):
         if attn_mask is not None or is_causal:
             raise NotImplementedError("token reduction does not support attention masks")
         st, meth = self._tokred, self._tokred.method
-        if self._tokred_layer == 0:
+        if self._tokred_layer == 0:  # a new input: here, not in model.forward, so forward_features resets too
+            st.reset()
             st.rs = st.schedule_for(int(x.shape[1]) - st.num_protected)
         r = st.rs[self._tokred_layer]
         attn = self.attn
@@ -206,6 +226,8 @@ class ReducingBlock(Block):
         if plan is not None:
             if st.trace_source:
                 st.source = merge_source(plan, st.source, x.shape[1])
+            if st.track_slots:
+                st.slots = plan.index if st.slots is None else plan.index.gather(1, st.slots)
             x, st.size = merge_tokens(plan, x, st.size, meth, st.num_protected)
 
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
@@ -221,17 +243,91 @@ class ReducingBlock(Block):
         return assign_plan(match, keep_idx, p, meth.topr)
 
 
+@functools.lru_cache(maxsize=None)
+def _takes_attn_mask(forward) -> bool:
+    return "attn_mask" in inspect.signature(forward).parameters
+
+
+def _latent_pool_takes_bias(attn_pool) -> bool:
+    """timm's AttentionPoolLatent, without a per-position embedding, whose forward takes `attn_mask`:
+    proportional attention (+log size on the keys) can then be passed in as the additive mask."""
+    return (type(attn_pool) is AttentionPoolLatent and attn_pool.pos_embed is None
+            and _takes_attn_mask(type(attn_pool).forward))
+
+
+def _needs_token_map(model) -> bool:
+    """Whether the model's pooling reads merged tokens back at their input positions (`unmerge`): no
+    pooling ('', one output per input token) and attention pools that cannot take a size bias."""
+    if isinstance(model, VisionTransformerDistilled):
+        return False
+    if model.attn_pool is not None:
+        return not _latent_pool_takes_bias(model.attn_pool)
+    return not model.global_pool
+
+
+def _check_head(model, base: type) -> None:
+    """Refuse heads whose read-out of merged tokens cannot be made exact (see `patch`)."""
+    if issubclass(base, VisionTransformerDistilled) and base.forward_head is VisionTransformerDistilled.forward_head:
+        return  # reads the class and distillation tokens, which are never merged
+    if not hasattr(VisionTransformer, "pool"):
+        if model.global_pool != "token":
+            raise TypeError(f"patch: model.global_pool={model.global_pool!r} needs a timm whose VisionTransformer "
+                            f"has `pool` (to weight merged tokens by size); upgrade timm or use 'token'")
+    elif base.forward_head is not VisionTransformer.forward_head or base.pool is not VisionTransformer.pool:
+        raise TypeError(f"patch: {base.__name__} overrides forward_head/pool (model.global_pool="
+                        f"{model.global_pool!r}); tokred cannot tell how it reads merged tokens, so its "
+                        f"logits could silently change. Patch a timm VisionTransformer(Distilled) instead")
+
+
+def _pool(self, x: torch.Tensor, pool_type: str | None = None) -> torch.Tensor:
+    """timm's `VisionTransformer.pool` for merged tokens x [B, N, C] carrying sizes [B, N, 1] (`patch`)."""
+    base, st = type(self)._tokred_base, self._tokred
+    size = st.size
+    if size is None:  # nothing merged in the last forward: timm's pooling is exact
+        return base.pool(self, x, pool_type)
+    if x.shape[:2] != size.shape[:2]:
+        raise ValueError(f"pool: got tokens {list(x.shape[:2])} but the last forward of the patched model left "
+                         f"{list(size.shape[:2])} merged tokens; pool the output of forward_features of the same "
+                         f"input")
+    p = self.num_prefix_tokens
+    pool_type = self.global_pool if pool_type is None else pool_type
+    if self.attn_pool is not None or not pool_type:
+        if self.attn_pool is not None and _latent_pool_takes_bias(self.attn_pool):
+            if not self.pool_include_prefix:
+                x, size = x[:, p:], size[:, p:]
+            # proportional attention: a token holding s patches weighs as its s copies would
+            return self.attn_pool(x, attn_mask=size.log().to(x.dtype)[:, None, None, :, 0])
+        if st.slots is None:
+            raise ValueError(f"pool: pool_type={pool_type!r} / model.attn_pool needs the map from input tokens to "
+                             f"merged tokens, which the last forward did not keep; set model.global_pool before "
+                             f"calling the model")
+        # one row per input token again: exact for any pooling when the merged tokens were identical
+        return base.pool(self, st.unmerge(x), pool_type)
+    if pool_type not in ("avg", "max", "avgmax"):
+        return base.pool(self, x, pool_type)  # 'token' reads the (protected) class token; timm refuses others
+    if not self.pool_include_prefix:
+        x, size = x[:, p:], size[:, p:]
+    w = size.to(accum_dtype(x.dtype))
+    out = None
+    if pool_type != "max":  # size-weighted mean, as the official ToMe's MAE patch (tome/patch/mae.py)
+        out = ((x.to(w.dtype) * w).sum(dim=1) / w.sum(dim=1)).to(x.dtype)
+    if pool_type != "avg":  # the max over copies of a token is that token: max needs no weights
+        mx = x.amax(dim=1)
+        out = mx if out is None else 0.5 * (mx + out)
+    return out
+
+
+def _forward(self, *args, **kwargs):
+    # The pooling (and so whether blocks keep the token map) may change after patching (reset_classifier).
+    self._tokred.track_slots = _needs_token_map(self)
+    return type(self)._tokred_base.forward(self, *args, **kwargs)
+
+
 def _reducing_model_class(cls: type) -> type:
     if getattr(cls, "_tokred_patched", False):
         return cls
-
-    def forward(self, *args, **kwargs):
-        self._tokred.reset()
-        return super(new_cls, self).forward(*args, **kwargs)
-
-    new_cls = type(f"Reducing{cls.__name__}", (cls,), {"forward": forward, "_tokred_patched": True,
-                                                      "_tokred_base": cls})
-    return new_cls
+    return type(f"Reducing{cls.__name__}", (cls,), {"forward": _forward, "pool": _pool, "_tokred_patched": True,
+                                                   "_tokred_base": cls})
 
 
 def patch(model: VisionTransformer, method: str | Method = "tome", r=None, *, keep=None, layers=None,
@@ -241,15 +337,34 @@ def patch(model: VisionTransformer, method: str | Method = "tome", r=None, *, ke
     method: a preset name ("tome", "hquota_ff", "ours_size_norm", "ours") or a `Method`; keyword
         overrides set single knobs (e.g. q=0.4, space="v", prop_attn=False), see `tokred.methods`.
     r / keep / layers: the schedule (see `tokred.schedule`); r=0 leaves the output unchanged.
+        Numbers may be Python, numpy or 0-d torch scalars.
     tile: round every block's kept token count (CLS included) to a multiple of `tile` (hardware tiles).
     trace_source: keep `model._tokred.source` [B, tokens, input tokens] for visualisations.
     Calling patch again re-configures; `unpatch` restores the original model.
+
+    Pooling (`model.global_pool`, with or without class / register tokens): a merged token counts as
+    the patches it holds, so merging identical tokens leaves the logits unchanged.
+      'token'            the class token (never merged): unchanged.
+      'avg'              size-weighted mean (as the official ToMe's MAE patch, tome/patch/mae.py).
+      'max'              unchanged: the max over copies of a token is that token.
+      'avgmax'           0.5 * (max + size-weighted mean).
+      'map'              timm's AttentionPoolLatent with proportional attention (+log size on the keys,
+                         ToMe's rule); with a per-position embedding (`attn_pool.pos_embed`) as for
+                         'prr' below.
+      'prr', ''          tokens are put back at their input positions (each input token gets the token
+                         it was merged into) and timm's own pooling runs on them; with '' the output
+                         has one row per input token, as unpatched. The same for any other attn_pool.
+    VisionTransformerDistilled reads its class and distillation tokens (never merged). A subclass
+    with its own forward_head/pool raises TypeError (its read-out of merged tokens is unknown).
+    Under float16/bfloat16 merges accumulate in float32 (`tokred.merge.accum_dtype`); NaN/inf
+    reaching a selector raise FloatingPointError.
     """
     meth = resolve_method(method, **method_overrides)
     if r is None and keep is None:
         r = 0
     if not isinstance(model, VisionTransformer):
         raise TypeError(f"patch expects a timm VisionTransformer, got {type(model).__name__}")
+    _check_head(model, getattr(type(model), "_tokred_base", type(model)))
     blocks = list(model.blocks)
     for i, b in enumerate(blocks):
         # Exact classes only: a subclass may change forward in ways the patch would silently drop.
@@ -260,6 +375,7 @@ def patch(model: VisionTransformer, method: str | Method = "tome", r=None, *, ke
                      num_protected=model.num_prefix_tokens)  # fail early
     state = ReductionState(meth, r, keep, layers, tile, trace_source, num_protected=model.num_prefix_tokens,
                            num_layers=len(blocks))
+    state.track_slots = _needs_token_map(model)
     model.__class__ = _reducing_model_class(model.__class__)
     model._tokred = state
     for i, blk in enumerate(blocks):
