@@ -32,7 +32,7 @@ include: "rules/data.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 include: "rules/ood.smk"
-include: "rules/profile.smk"
+include: "rules/timing.smk"
 include: "rules/paper.smk"
 
 

@@ -47,7 +47,7 @@ def main() -> None:
     variants[f"ToMe r={args.r}"] = tome
     target = tokred.count_flops(tome, size)
     for name in args.methods:
-        keeps, _ = match_keep(copy.deepcopy(base), name, target, profile="uniform", input_size=size)
+        keeps, _ = match_keep(copy.deepcopy(base), name, target, keep_shape="uniform", input_size=size)
         variants[f"{name} (keep {keeps[0]:.3f}, matched)"] = tokred.patch(copy.deepcopy(base), name, keep=keeps)
     gflops = {k: tokred.count_flops(m, size) for k, m in variants.items()}
 

@@ -78,7 +78,7 @@ def tile_part(model, args) -> list[dict]:
     size = (3, *model.patch_embed.img_size)
     variants = {"unpatched": None, "patched r=0": [0] * depth}
     for tile in [None, *args.tiles]:
-        rs = schedule.resolve(depth, num_patches, args.r, tile=tile, num_protected=prot)
+        rs = schedule.resolve(depth, num_patches, args.r, tile=tile, num_prefix_tokens=prot)
         variants[f"ToMe r={args.r} tile={tile}"] = rs
     def apply(rs):
         if rs is None:

@@ -82,12 +82,12 @@ def evaluate_inputs(wc):
     return inputs
 
 
-# FLOPs-matched schedules, solved once each: those of the runs, the OOD runs and the profiling jobs.
-PROFILING = config.get("profiling")
-PROFILING_MATCH = {"tome_r": PROFILING["target_r"], "profile": "uniform", "profile_kw": {}} if PROFILING else None
+# FLOPs-matched schedules, solved once each: those of the runs, the OOD runs and the timing jobs.
+TIMING = config.get("timing")
+TIMING_MATCH = {"tome_r": TIMING["target_r"], "keep_shape": "uniform", "shape_kw": {}} if TIMING else None
 SCHEDULES = preflight.matched_schedules(
     {**RUNS, **{("ood", r["name"]): r for r in preflight.ood_runs(config)},
-     **{("profiling", m): {"method": m, "match": PROFILING_MATCH} for m in (PROFILING or {}).get("methods", [])}})
+     **{("timing", m): {"method": m, "match": TIMING_MATCH} for m in (TIMING or {}).get("methods", [])}})
 
 
 GROUPS = [g for g in ("early", "full", "ablations") if g in config["experiments"]]
@@ -147,14 +147,14 @@ OOD_REPORT = table("ood") + [f"{R}/tables/ood_macros.tex"] + [p for fam in OOD_F
 OOD_OUTPUTS = OOD_REPORT if OOD_CONDITIONS else []
 
 
-# --- profiling (rules/profile.smk) -------------------------------------------------------------
-PROFILE_DIR = f"{R}/profile"
-PROFILE_THREADS = workflow.cores
-PROFILE_RESOURCES = {"gpu": 1} if PROFILING and str(PROFILING.get("device", "cpu")).startswith("cuda") else {}
-PROFILE_OUTPUTS = (
+# --- timing (rules/timing.smk) -------------------------------------------------------------
+TIMING_DIR = f"{R}/timing"
+TIMING_THREADS = workflow.cores
+TIMING_RESOURCES = {"gpu": 1} if TIMING and str(TIMING.get("device", "cpu")).startswith("cuda") else {}
+TIMING_OUTPUTS = (
     figure("latency") + figure("gflops_vs_latency") + figure("token_sweep") + [f"{R}/tables/system_macros.tex"]
-    if PROFILING else [])
+    if TIMING else [])
 
 
-def profiling_schedules(_wc=None):
-    return {m: schedule_file(m, PROFILING_MATCH) for m in PROFILING.get("methods", [])}
+def timing_schedules(_wc=None):
+    return {m: schedule_file(m, TIMING_MATCH) for m in TIMING.get("methods", [])}

@@ -2,7 +2,7 @@
 # latexmk in a build folder; the PDF is moved into place only when the build succeeded.
 PAPER_PDF = f"{R}/paper/paper.pdf"
 PAPER_BUILD = f"{R}/paper/build"
-PAPER_INPUTS = REPORT_OUTPUTS + OOD_OUTPUTS + PROFILE_OUTPUTS
+PAPER_INPUTS = REPORT_OUTPUTS + OOD_OUTPUTS + TIMING_OUTPUTS
 STALE_NOTE = f"{R}/STALE.txt"
 
 

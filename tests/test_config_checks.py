@@ -25,7 +25,7 @@ def _with(path: str, value):
 
 
 @pytest.mark.parametrize("key, value, words", [
-    ("profiling.methods", ["tome", "no_such_method"], "profiling.methods"),
+    ("timing.methods", ["tome", "no_such_method"], "timing.methods"),
     ("paper.visualize.methods", ["tom"], "paper.visualize.methods"),
     ("experiments.early.layers", ["L0", "L12"], "experiments.early.layers"),
     ("experiments.early.layers", ["L0-x"], "experiments.early.layers"),

@@ -141,7 +141,7 @@ def test_schema_rejects_bad_variant_knobs(knob, value):
 
 # ---------------------------------------------------------------------------------- config check
 # Every kind of numeric key: method knobs in variants, r lists and single r values of the experiment
-# groups, full/OOD/profiling/paper numbers, training, data, eval, the free-form task and curriculum.
+# groups, full/OOD/timing/paper numbers, training, data, eval, the free-form task and curriculum.
 CONFIG_STRINGS = [
     ("experiments.ablations.variants.eta_small.eta", "5e-2", {"eta": "5e-2"}),
     ("experiments.ablations.variants.q_small.q", "1e-3", {"q": "1e-3"}),
@@ -155,9 +155,9 @@ CONFIG_KEYS = [
     ("experiments.ablations.r", "1.3e1", None), ("experiments.full.target_r", "1.3e1", None),
     ("experiments.full.early_boost", "1e-1", None), ("experiments.full.late_k", "3e0", None),
     ("experiments.ood.target_r", "1.3e1", None), ("experiments.ood.severities[0]", ["1e0"], "1e0"),
-    ("experiments.ood.images", "3.2e1", None), ("profiling.target_r", "1.3e1", None),
-    ("profiling.warmup", "1e0", None), ("profiling.batch_sizes[1]", [1, "4e0"], "4e0"),
-    ("profiling.tokens.min", "3.2e1", None), ("paper.visualize.r", "1.3e1", None),
+    ("experiments.ood.images", "3.2e1", None), ("timing.target_r", "1.3e1", None),
+    ("timing.warmup", "1e0", None), ("timing.batch_sizes[1]", [1, "4e0"], "4e0"),
+    ("timing.tokens.min", "3.2e1", None), ("paper.visualize.r", "1.3e1", None),
     ("train.lr", "1e-3", None), ("train.weight_decay", "5E-2", None), ("train.curriculum.easy_start", ".5e0", None),
     ("data.eval_images", "6.4e1", None), ("eval.bootstrap", "2e2", None), ("seed", "0", None),
     ("task.radius_min", "3.5e0", None), ("task.target_sat[0]", ["7.5e-1", 0.95], "7.5e-1"),

@@ -58,12 +58,12 @@ def test_scalar_types_as_tile(tile):
     assert schedule.resolve(12, 196, 13, tile=tile) == schedule.resolve(12, 196, 13, tile=8)
 
 
-def test_scalar_types_as_layer_indices_and_profile_knobs():
+def test_scalar_types_as_layer_indices_and_keep_shape_knobs():
     assert schedule.resolve(4, 196, 13, layers=np.int64(1)) == [0, 13, 0, 0]
     assert schedule.resolve(4, 196, 13, layers=torch.tensor([0, 2])) == [13, 0, 13, 0]
     assert schedule.resolve(4, 196, 13, layers=[np.int64(3)]) == [0, 0, 0, 13]
-    assert schedule.profile_keep("late", 4, np.float32(0.5), late_k=np.int64(1)) == [0.5, 0.5, 0.5, 1.0]
-    assert schedule.profile_keep("late", 4, torch.tensor(0.5), late_k=torch.tensor(1)) == [0.5, 0.5, 0.5, 1.0]
+    assert schedule.keep_shape_ratios("late", 4, np.float32(0.5), late_k=np.int64(1)) == [0.5, 0.5, 0.5, 1.0]
+    assert schedule.keep_shape_ratios("late", 4, torch.tensor(0.5), late_k=torch.tensor(1)) == [0.5, 0.5, 0.5, 1.0]
 
 
 @pytest.mark.parametrize("r", [13.5, np.float32(9.25), (13.5, -0.5), (torch.tensor(7.5), 0.5)], ids=repr)

@@ -33,9 +33,9 @@ def test_patched_r0_equals_unpatched(deit_s):
         tokred.unpatch(deit_s)
 
 
-@pytest.mark.parametrize("profile, method", [("uniform", "hquota_ff"), ("late", "hquota_ff"),
+@pytest.mark.parametrize("keep_shape, method", [("uniform", "hquota_ff"), ("late", "hquota_ff"),
                                              ("uniform", "ours_size_norm")])
-def test_flops_matching_hits_tome_r13(profile, method):
+def test_flops_matching_hits_tome_r13(keep_shape, method):
     from timm.models.vision_transformer import VisionTransformer
 
     from tokred.flops import match_keep
@@ -43,10 +43,10 @@ def test_flops_matching_hits_tome_r13(profile, method):
     m = VisionTransformer(img_size=112, patch_size=8, embed_dim=48, depth=6, num_heads=3, num_classes=10).eval()
     target = tokred.count_flops(tokred.patch(m, "tome", r=13), (3, 112, 112))
     tokred.unpatch(m)
-    keeps, achieved = match_keep(m, method, target, profile=profile, input_size=(3, 112, 112))
+    keeps, achieved = match_keep(m, method, target, keep_shape=keep_shape, input_size=(3, 112, 112))
     assert achieved == pytest.approx(target, rel=0.01)
     # the schedule returned really costs what was reported
     tokred.patch(m, method, keep=keeps)
     assert tokred.count_flops(m, (3, 112, 112)) == pytest.approx(achieved, rel=1e-9)
-    if profile == "late":
+    if keep_shape == "late":
         assert keeps[-3:] == [1.0, 1.0, 1.0]

@@ -120,7 +120,7 @@ def test_push_lite_and_eta_are_convex(kw):
     x = torch.randn(B, N, C)
     size = torch.randint(1, 4, (B, N, 1)).float()
     plan = _pair_plan(B, N)
-    out, new_size = merge_tokens(plan, x, size, resolve_method("tome", **kw), num_protected=1)
+    out, new_size = merge_tokens(plan, x, size, resolve_method("tome", **kw), num_prefix_tokens=1)
     torch.testing.assert_close(new_size.sum(1), size.sum(1))
     for slot in range(1, plan.num_out):
         a, b = x[:, 2 * slot - 1], x[:, 2 * slot]  # kept, absorbed
@@ -135,7 +135,7 @@ def test_recenter_keeps_weighted_mean_and_clip_bounds_norm():
     x = torch.randn(B, N, C) * torch.linspace(0.5, 3, N)[None, :, None]
     size = torch.ones(B, N, 1)
     plan = _pair_plan(B, N)
-    out, s2 = merge_tokens(plan, x, size, resolve_method("tome", recenter=True), num_protected=1)
+    out, s2 = merge_tokens(plan, x, size, resolve_method("tome", recenter=True), num_prefix_tokens=1)
     before = (x[:, 1:] * size[:, 1:]).sum(1) / size[:, 1:].sum(1)
     after = (out[:, 1:] * s2[:, 1:]).sum(1) / s2[:, 1:].sum(1)
     torch.testing.assert_close(after, before, atol=1e-5, rtol=0)

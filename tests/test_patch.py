@@ -91,7 +91,7 @@ def test_protected_tokens_never_merge():
     torch.manual_seed(0)
     metric = torch.randn(2, 11, 4)
     metric[:, 1] = metric[:, 2]  # the distill token is the perfect match of an A token
-    plan = bipartite_plan(metric, 5, num_protected=2)
+    plan = bipartite_plan(metric, 5, num_prefix_tokens=2)
     idx = plan.index
     assert plan.num_out == 11 - (11 - 2) // 2  # r capped at half the unprotected tokens
     assert idx[:, 0].eq(0).all() and idx[:, 1].eq(1).all()

@@ -117,12 +117,12 @@ def test_micro_end_to_end_pdf_shows_table_numbers(micro):
     assert (res / "logs" / "train_embedded.log").read_text().strip()
 
 
-def test_profiling_jobs_never_overlap_other_jobs(micro):
+def test_timing_jobs_never_overlap_other_jobs(micro):
     """Profiling jobs claim every core: with --cores 8 nothing ran beside them."""
     tmp, _ = micro
     jobs = job_intervals((tmp / "run.log").read_text())
     assert len(jobs) > 30
-    prof = [j for j in jobs if j[0].startswith("profile_")]
+    prof = [j for j in jobs if j[0].startswith("time_")]
     assert len(prof) == 3
     for rule, a0, a1 in prof:
         for other, b0, b1 in jobs:
@@ -158,7 +158,7 @@ def test_changing_one_r_reruns_only_that_run(micro):
     # the r-sweep figure, the overview (Pareto, macros) and the GFLOPs-vs-latency study read every
     # run; nothing else reruns
     assert job_counts(out) == {"evaluate": 1, "report_reproduce": 1, "report_figures_early": 1,
-                               "report_overview": 1, "profile_runs": 1, "report_systems": 1, "paper": 1, "all": 1}
+                               "report_overview": 1, "time_runs": 1, "report_systems": 1, "paper": 1, "all": 1}
     assert "tome_r17" in out
 
 
@@ -174,11 +174,11 @@ def test_dry_run_embedded_default_is_fast_and_complete(tmp_path):
     _, out = snakemake("--configfile", str(cfg), "-n")
     counts = job_counts(out)
     assert counts["train_embedded"] == 1 and counts["paper"] == 1
-    # baseline + 5 ToMe r + early 2 methods x 4 layer sets x 2 r + 3 full profiles + 7 ablations + reference
+    # baseline + 5 ToMe r + early 2 methods x 4 layer sets x 2 r + 3 full keep shapes + 7 ablations + reference
     assert counts["evaluate"] == 1 + 5 + 16 + 3 + 8
     # OOD: clean + 3 corruptions x 3 severities, one job each; matched schedules solved once each
     assert counts["evaluate_ood"] == 10 and counts["solve_schedule"] == 3
-    assert all(counts[r] == 1 for r in ("profile_latency", "profile_runs", "profile_tokens", "report_systems"))
+    assert all(counts[r] == 1 for r in ("time_latency", "time_runs", "time_tokens", "report_systems"))
 
 
 def test_full_grid_extends_the_default(tmp_path):
@@ -262,7 +262,7 @@ def test_paper_profile_end_to_end_on_loopback(tmp_path, hub):
     cfg = write_config(tmp_path / "im.yaml", "imagenet.yaml", results_dir=str(tmp_path / "results"),
                        **{"data.imagenet_val": str(val), "data.num_classes": 3, "data.decode_workers": 0,
                           "data.imagenet_v2": str(v2), "data.imagenet_r": str(im_r), "data.imagenet_c": str(im_c),
-                          "eval.threads": 2, "eval.bootstrap": 200, "profiling": DELETE,
+                          "eval.threads": 2, "eval.bootstrap": 200, "timing": DELETE,
                           "experiments": {"reproduce": {"method": "tome", "r": [0, 13]},
                                           "ood": {"target_r": 13, "methods": ["ours_size_norm"],
                                                   "corruptions": ["gaussian_noise"], "severities": [1],

@@ -15,7 +15,7 @@ import torch
 
 from test_pipeline import DELETE, ROOT, snakemake, write_config
 
-SLICE = {"experiments": {"reproduce": {"method": "tome", "r": [0, 13]}}, "profiling": DELETE}
+SLICE = {"experiments": {"reproduce": {"method": "tome", "r": [0, 13]}}, "timing": DELETE}
 
 
 def _metrics(results: Path) -> dict[str, bytes]:

@@ -51,21 +51,21 @@ def test_exactly_one_form():
         schedule.resolve(12, 196, [-1])
 
 
-def test_profiles():
-    assert schedule.profile_keep("uniform", 4, 0.9) == [0.9] * 4
-    assert schedule.profile_keep("early", 5, 0.9, early_boost=0.2) == pytest.approx([0.7, 0.7, 0.7, 0.9, 0.9])
-    assert schedule.profile_keep("late", 5, 0.9, late_k=2) == [0.9, 0.9, 0.9, 1.0, 1.0]
-    assert schedule.profile_keep("early_mid_late", 6, 0.9, late_k=2) == pytest.approx([0.8, 0.8, 0.8, 0.9, 1, 1])
-    with pytest.raises(ValueError, match="profile"):
-        schedule.profile_keep("middle", 4, 0.9)
+def test_keep_shapes():
+    assert schedule.keep_shape_ratios("uniform", 4, 0.9) == [0.9] * 4
+    assert schedule.keep_shape_ratios("early", 5, 0.9, early_boost=0.2) == pytest.approx([0.7, 0.7, 0.7, 0.9, 0.9])
+    assert schedule.keep_shape_ratios("late", 5, 0.9, late_k=2) == [0.9, 0.9, 0.9, 1.0, 1.0]
+    assert schedule.keep_shape_ratios("early_mid_late", 6, 0.9, late_k=2) == pytest.approx([0.8, 0.8, 0.8, 0.9, 1, 1])
+    with pytest.raises(ValueError, match="keep_shape"):
+        schedule.keep_shape_ratios("middle", 4, 0.9)
 
 
 
 # --- tile rounding -------------------------------------------------------------------------------
 
-def _totals(num_patches, rs, num_protected=1):
+def _totals(num_patches, rs, num_prefix_tokens=1):
     """Total tokens (protected included) after each block."""
-    return [c + num_protected for c in schedule.token_counts(num_patches, rs)[1:]]
+    return [c + num_prefix_tokens for c in schedule.token_counts(num_patches, rs)[1:]]
 
 
 def _check_caps(num_patches, rs):
@@ -115,9 +115,9 @@ def test_tile_respects_cap_and_inactive_layers():
 
 
 def test_tile_counts_protected_tokens_and_keep_form():
-    rs = schedule.resolve(12, 196, keep=0.9, tile=8, num_protected=2)  # CLS + distill
+    rs = schedule.resolve(12, 196, keep=0.9, tile=8, num_prefix_tokens=2)  # CLS + distill
     assert any(rs) and all(t % 8 == 0 for ri, t in zip(rs, _totals(196, rs, 2)) if ri)
     with pytest.raises(ValueError, match="tile"):
         schedule.resolve(12, 196, 13, tile=0)
-    with pytest.raises(ValueError, match="num_protected"):
-        schedule.resolve(12, 196, 13, tile=8, num_protected=-1)
+    with pytest.raises(ValueError, match="num_prefix_tokens"):
+        schedule.resolve(12, 196, 13, tile=8, num_prefix_tokens=-1)

@@ -2,7 +2,7 @@
 installs it as root, starts it, and stops what it started), the micro DAG run through
 `snakemake --profile profiles/slurm`, and the same numbers as a local run of the same config.
 
-The config is the micro profile without the early-layer, ablation, OOD and profiling stages (the DAG
+The config is the micro profile without the early-layer, ablation, OOD and timing stages (the DAG
 still goes weights -> eval set -> runs -> tables/figures -> paper) to keep the test at a few minutes
 on 2 cores; the local run goes beside the SLURM one (it fills the cluster run's polling gaps)."""
 import json
@@ -28,9 +28,9 @@ def _config(path: Path, results: Path) -> Path:
     cfg["results_dir"] = str(results)
     for group in ("early", "ablations", "ood"):
         cfg["experiments"].pop(group, None)
-    cfg.pop("profiling", None)
+    cfg.pop("timing", None)
     cfg["experiments"]["reproduce"]["r"] = [4, 13]  # 13: the full-layer schedules match ToMe r=13
-    cfg["experiments"]["full"]["profiles"] = ["uniform"]
+    cfg["experiments"]["full"]["keep_shapes"] = ["uniform"]
     cfg["train"]["steps"] = 4  # weights only need to be the same in both runs
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -85,9 +85,9 @@ PROFILE_KEYS = {"batch_size", "latency_ms", "latency_ms_mean", "latency_ms_std",
                 "amp", "amp_dtype", "device", "img_size", "warmup", "repeats", "status"}
 
 
-def test_profile_model_rows():
+def test_time_model_rows():
     model = tiny_vit()
-    rows = timing.profile_model(model, batch_sizes=[1, 3], warmup=1, repeats=3)
+    rows = timing.time_model(model, batch_sizes=[1, 3], warmup=1, repeats=3)
     assert [r["batch_size"] for r in rows] == [1, 3]
     for r in rows:
         assert set(r) == PROFILE_KEYS
@@ -98,11 +98,11 @@ def test_profile_model_rows():
     assert not model.training
 
 
-def test_profile_model_amp_needs_cuda():
+def test_time_model_amp_needs_cuda():
     assert timing.amp_modes("cpu") == [False]
     assert timing.amp_modes("cuda:0") == [False, True]
     with pytest.raises(ValueError, match="CUDA"):
-        timing.profile_model(tiny_vit(), batch_sizes=[1], amp=True)
+        timing.time_model(tiny_vit(), batch_sizes=[1], amp=True)
     with pytest.raises(ValueError, match="CUDA"):
         timing.token_sweep(tiny_vit(), [4], amp=True)
 

@@ -81,24 +81,24 @@ def count_flops(model: torch.nn.Module, input_size=(3, 224, 224), *, batch_size:
     return (total, modules) if by_module else total
 
 
-def match_keep(model: torch.nn.Module, method, target_gflops: float, *, profile: str = "uniform",
-               input_size=(3, 224, 224), tol: float = 0.01, profile_kw: dict | None = None, **method_kw
+def match_keep(model: torch.nn.Module, method, target_gflops: float, *, keep_shape: str = "uniform",
+               input_size=(3, 224, 224), tol: float = 0.01, shape_kw: dict | None = None, **method_kw
                ) -> tuple[list[float], float]:
-    """Solve the free keep ratio of a keep-profile family so the patched model costs `target_gflops`.
+    """Solve the free keep ratio of a keep-shape family so the patched model costs `target_gflops`.
 
     GFLOPs rise monotonically with the keep ratio. Many ratios give the same integer token counts,
     so costs are cached per resolved schedule. Returns (per-block keep
     ratios, achieved GFLOPs); raises if no ratio comes within `tol` (relative) of the target.
     """
     from .patching import patch, unpatch
-    from .schedule import profile_keep, resolve
+    from .schedule import keep_shape_ratios, resolve
 
     depth = len(model.blocks)
     n_patches = model.patch_embed.num_patches
     cache: dict[tuple, float] = {}
 
     def keeps(k: float) -> list[float]:
-        return profile_keep(profile, depth, k, **(profile_kw or {}))
+        return keep_shape_ratios(keep_shape, depth, k, **(shape_kw or {}))
 
     def cost(k: float) -> float:
         key = tuple(resolve(depth, n_patches, keep=keeps(k)))
@@ -113,7 +113,7 @@ def match_keep(model: torch.nn.Module, method, target_gflops: float, *, profile:
         lo, hi = 0.0, 1.0
         f_lo, f_hi = cost(lo) - target_gflops, cost(hi) - target_gflops
         if f_lo > 0 or f_hi < 0:
-            raise ValueError(f"target {target_gflops:.4f} GFLOPs outside the {profile} family's range "
+            raise ValueError(f"target {target_gflops:.4f} GFLOPs outside the {keep_shape} family's range "
                              f"[{f_lo + target_gflops:.4f}, {f_hi + target_gflops:.4f}]")
         best = lo if -f_lo < f_hi else hi
         side = 0
@@ -138,5 +138,5 @@ def match_keep(model: torch.nn.Module, method, target_gflops: float, *, profile:
     finally:
         unpatch(model)
     if abs(achieved - target_gflops) > tol * target_gflops:
-        raise ValueError(f"{profile} family reaches {achieved:.4f} GFLOPs at best, target {target_gflops:.4f}")
+        raise ValueError(f"{keep_shape} family reaches {achieved:.4f} GFLOPs at best, target {target_gflops:.4f}")
     return keeps(best), achieved

@@ -25,7 +25,7 @@ def accum_dtype(dtype: torch.dtype) -> torch.dtype:
 
 @dataclass
 class MergePlan:
-    """`index[b, i]` is the output slot of input token i; slots 0..num_protected-1 are the protected
+    """`index[b, i]` is the output slot of input token i; slots 0..num_prefix_tokens-1 are the protected
     tokens, which keep their order and never share a slot.
 
     Rows move as whole rows through flat [B * tokens] indices (`index_add_`, `index_select`): on CPU
@@ -87,17 +87,17 @@ def merge_source(plan: MergePlan, source: torch.Tensor | None, num_tokens: int) 
     return plan.amax(source)
 
 
-def bipartite_plan(metric: torch.Tensor, r: int, num_protected: int) -> MergePlan | None:
+def bipartite_plan(metric: torch.Tensor, r: int, num_prefix_tokens: int) -> MergePlan | None:
     """ToMe's bipartite soft matching (SPEC §2) expressed as a plan.
 
     Tokens alternate into sets A (even positions) and B (odd); each A token proposes its most
     cosine-similar B token; the r best-scoring A tokens merge into their B partner. Protected tokens
-    (the first `num_protected`) are scored -inf so they neither merge nor absorb. Output order is
+    (the first `num_prefix_tokens`) are scored -inf so they neither merge nor absorb. Output order is
     [protected, unmerged A (ascending), B] — ToMe's order, which matters because the next block's
     bipartite split is positional.
     """
     B, N, _ = metric.shape
-    r = min(r, (N - num_protected) // 2)
+    r = min(r, (N - num_prefix_tokens) // 2)
     if r <= 0:
         return None
     with torch.no_grad():
@@ -106,7 +106,7 @@ def bipartite_plan(metric: torch.Tensor, r: int, num_protected: int) -> MergePla
         a, b = metric[:, ::2], metric[:, 1::2]
         scores = a @ b.transpose(-1, -2)
         n_a, n_b = a.shape[1], b.shape[1]
-        prot_a, prot_b = (num_protected + 1) // 2, num_protected // 2
+        prot_a, prot_b = (num_prefix_tokens + 1) // 2, num_prefix_tokens // 2
         if prot_a:
             scores[:, :prot_a, :] = -math.inf
         if prot_b:
@@ -114,7 +114,7 @@ def bipartite_plan(metric: torch.Tensor, r: int, num_protected: int) -> MergePla
         node_max, node_idx = scores.max(dim=-1)
         edge_idx = node_max.argsort(dim=-1, descending=True)
         unm_idx, src_idx = edge_idx[:, r:], edge_idx[:, :r]
-        if num_protected:
+        if num_prefix_tokens:
             unm_idx = unm_idx.sort(dim=-1).values
         n_unm = n_a - r
 
@@ -143,7 +143,7 @@ def bipartite_plan(metric: torch.Tensor, r: int, num_protected: int) -> MergePla
     return MergePlan(index=index, num_out=N - r, rep=rep[:, :-1])
 
 
-def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, method, num_protected: int
+def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, method, num_prefix_tokens: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge hidden states with the method's rule (SPEC §3.3); sizes always add up as counts.
 
@@ -165,7 +165,7 @@ def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, me
         return (plan.sum(x * size) / new_size).to(out_dtype), new_size
 
     B, N, C = x.shape
-    K, p = plan.num_out, num_protected
+    K, p = plan.num_out, num_prefix_tokens
     if method.size_mode == "norm" or method.clip_tau is not None:  # a pass over every token, only when used
         norms = x.norm(dim=-1, keepdim=True)
         mean_norm = norms[:, p:].mean(dim=1, keepdim=True)  # [B, 1, 1]

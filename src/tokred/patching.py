@@ -36,11 +36,11 @@ _CPU_CHUNK_BYTES = 1 << 20
 class ReductionState:
     """Per-model settings plus the per-forward token state shared by all patched blocks."""
 
-    def __init__(self, method: Method, r, keep, layers, tile, trace_source: bool, num_protected: int,
+    def __init__(self, method: Method, r, keep, layers, tile, trace_source: bool, num_prefix_tokens: int,
                  num_layers: int):
         self.method, self.r, self.keep, self.layers, self.tile = method, r, keep, layers, tile
         self.trace_source = trace_source
-        self.num_protected, self.num_layers = num_protected, num_layers
+        self.num_prefix_tokens, self.num_layers = num_prefix_tokens, num_layers
         self.track_slots = False  # keep `slots` (set per forward from the model's pooling)
         self._resolved: dict[int, list[int]] = {}
         self.reset()
@@ -65,7 +65,7 @@ class ReductionState:
         if num_patches not in self._resolved:
             self._resolved[num_patches] = schedule.resolve(
                 self.num_layers, num_patches, self.r, keep=self.keep, layers=self.layers, tile=self.tile,
-                num_protected=self.num_protected)
+                num_prefix_tokens=self.num_prefix_tokens)
         return self._resolved[num_patches]
 
 
@@ -188,7 +188,7 @@ class ReducingBlock(Block):
         st, meth = self._tokred, self._tokred.method
         if self._tokred_layer == 0:  # a new input: here, not in model.forward, so forward_features resets too
             st.reset()
-            st.rs = st.schedule_for(int(x.shape[1]) - st.num_protected)
+            st.rs = st.schedule_for(int(x.shape[1]) - st.num_prefix_tokens)
         r = st.rs[self._tokred_layer]
         attn = self.attn
         size = st.size if meth.prop_attn else None
@@ -202,7 +202,7 @@ class ReducingBlock(Block):
                 if meth.topr is not None:
                     raise ValueError("topr applies to the hquota_ff selector only")
                 metric = k.mean(1) if meth.match == "k" else F.normalize(x, dim=-1)
-                plan = bipartite_plan(metric, r, st.num_protected)
+                plan = bipartite_plan(metric, r, st.num_prefix_tokens)
             elif r > 0:
                 phi, out = attn.inflow(q, k, v, bias, need_out=meth.space == "x")
                 plan = self._hquota_plan(phi, k, x, st.size, r)
@@ -228,14 +228,14 @@ class ReducingBlock(Block):
                 st.source = merge_source(plan, st.source, x.shape[1])
             if st.track_slots:
                 st.slots = plan.index if st.slots is None else plan.index.gather(1, st.slots)
-            x, st.size = merge_tokens(plan, x, st.size, meth, st.num_protected)
+            x, st.size = merge_tokens(plan, x, st.size, meth, st.num_prefix_tokens)
 
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x
 
     def _hquota_plan(self, phi, k, x, size, r) -> MergePlan:
         st, meth = self._tokred, self._tokred.method
-        p = st.num_protected
+        p = st.num_prefix_tokens
         n = x.shape[1] - p
         r = min(r, n // 2)
         keep_idx = hquota_ff_keep(phi[:, p:], size[:, p:] if size is not None else None, n - r, meth.q)
@@ -372,8 +372,8 @@ def patch(model: VisionTransformer, method: str | Method = "tome", r=None, *, ke
             raise TypeError(f"patch supports timm Block/Attention only; block {i} is "
                             f"{type(b).__name__}/{type(b.attn).__name__}")
     schedule.resolve(len(blocks), model.patch_embed.num_patches, r, keep=keep, layers=layers, tile=tile,
-                     num_protected=model.num_prefix_tokens)  # fail early
-    state = ReductionState(meth, r, keep, layers, tile, trace_source, num_protected=model.num_prefix_tokens,
+                     num_prefix_tokens=model.num_prefix_tokens)  # fail early
+    state = ReductionState(meth, r, keep, layers, tile, trace_source, num_prefix_tokens=model.num_prefix_tokens,
                            num_layers=len(blocks))
     state.track_slots = _needs_token_map(model)
     model.__class__ = _reducing_model_class(model.__class__)

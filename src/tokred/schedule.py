@@ -10,7 +10,7 @@ block (protected CLS/distill tokens excluded). Forms (SPEC §2, §3.4):
 - ``keep=0.6`` / ``keep=[...]`` per-block keep ratio κ_l: r_l = min(round((1-κ_l)·n_l), n_l // 2)
 - ``layers="L0-2"``           restrict any of the above to a layer set (others get r = 0)
 - ``tile=8``                  round every kept count (protected tokens included) to a tile multiple
-- named keep profiles (``uniform``, ``early``, ``mid``, ``late``): `profile_keep`
+- named keep shapes (``uniform``, ``early``, ``late``, ``early_mid_late``): `keep_shape_ratios`
 
 Every number may be a Python, numpy or 0-d torch scalar (``np.int64(13)``, ``torch.tensor(0.7)``);
 a list may also be a 1-d array or tensor. Token counts (list entries, ``tile``, layer indices) must be
@@ -106,12 +106,12 @@ def parse_layers(spec: str | Iterable[int] | None, num_layers: int) -> list[int]
     return layers
 
 
-PROFILES = ("uniform", "early", "late", "early_mid_late")
+KEEP_SHAPES = ("uniform", "early", "late", "early_mid_late")
 
 
-def profile_keep(name: str, num_layers: int, keep: float, *, early_boost: float = 0.1, late_k: int = 3
+def keep_shape_ratios(name: str, num_layers: int, keep: float, *, early_boost: float = 0.1, late_k: int = 3
                  ) -> list[float]:
-    """Per-block keep ratios of the named profiles (SPEC §3.4; summary §1.2 A, §3.3), one free `keep`.
+    """Per-block keep ratios of the named keep shapes, one free `keep`.
 
     uniform: `keep` in every block. early ("early boost"): blocks 0-2 keep `keep - early_boost`, the
     rest `keep`. late ("late conservative"): the last `late_k` blocks do not merge, the others keep
@@ -132,7 +132,7 @@ def profile_keep(name: str, num_layers: int, keep: float, *, early_boost: float 
         return [keep if i < late_start else 1.0 for i in range(num_layers)]
     if name == "early_mid_late":
         return [early if i < 3 else keep if i < late_start else 1.0 for i in range(num_layers)]
-    raise ValueError(f"schedule profile {name!r}: expected one of {PROFILES}")
+    raise ValueError(f"schedule keep_shape {name!r}: expected one of {KEEP_SHAPES}")
 
 
 def _tile_r(target_total: int, total_in: int, cap: int, tile: int) -> int | None:
@@ -148,14 +148,14 @@ def _tile_r(target_total: int, total_in: int, cap: int, tile: int) -> int | None
     return None
 
 
-def _apply_tile(rs: list[int], num_patches: int, tile: int, num_protected: int) -> list[int]:
+def _apply_tile(rs: list[int], num_patches: int, tile: int, num_prefix_tokens: int) -> list[int]:
     out, n, n_plain = [], num_patches, num_patches
     for ri in rs:
         n_plain -= ri  # patch tokens the unrounded schedule keeps after this block
         r = 0
         if ri > 0:
             cap = n // 2
-            r = _tile_r(n_plain + num_protected, n + num_protected, cap, tile)
+            r = _tile_r(n_plain + num_prefix_tokens, n + num_prefix_tokens, cap, tile)
             if r is None:
                 r = min(max(n - n_plain, 0), cap)
         out.append(r)
@@ -164,13 +164,13 @@ def _apply_tile(rs: list[int], num_patches: int, tile: int, num_protected: int) 
 
 
 def resolve(num_layers: int, num_patches: int, r=None, *, keep=None, layers=None, tile: int | None = None,
-            num_protected: int = 1) -> list[int]:
+            num_prefix_tokens: int = 1) -> list[int]:
     """Resolve a schedule to the r actually applied in each block (caps included).
 
     `num_patches` is the number of non-protected tokens entering block 0.
 
     Tile rounding (`tile`, default None: off). Every reducing block's r is adjusted so that the
-    tokens kept after it, counting the `num_protected` CLS/distill tokens, are the multiple of `tile`
+    tokens kept after it, counting the `num_prefix_tokens` CLS/distill tokens, are the multiple of `tile`
     nearest to what the *unrounded* schedule keeps after that block (ties: keep more), among the
     counts reachable with 0 <= r <= (patch tokens entering the block) // 2. Rounding errors therefore
     do not accumulate: the schedule (and its GFLOPs) tracks the unrounded one within half a tile per
@@ -181,9 +181,9 @@ def resolve(num_layers: int, num_patches: int, r=None, *, keep=None, layers=None
         tile = _count(tile, "tile")
         if tile < 1:
             raise ValueError(f"schedule tile: expected a positive int or None, got {tile!r}")
-    num_protected = _count(num_protected, "num_protected")
-    if num_protected < 0:
-        raise ValueError(f"schedule num_protected: expected an int >= 0, got {num_protected!r}")
+    num_prefix_tokens = _count(num_prefix_tokens, "num_prefix_tokens")
+    if num_prefix_tokens < 0:
+        raise ValueError(f"schedule num_prefix_tokens: expected an int >= 0, got {num_prefix_tokens!r}")
     if (r is None) == (keep is None):
         raise ValueError("schedule: give exactly one of r or keep")
     if keep is not None:
@@ -232,7 +232,7 @@ def resolve(num_layers: int, num_patches: int, r=None, *, keep=None, layers=None
         out.append(ri)
         n -= ri
     if tile is not None:
-        out = _apply_tile(out, num_patches, tile, num_protected)
+        out = _apply_tile(out, num_patches, tile, num_prefix_tokens)
     return out
 
 

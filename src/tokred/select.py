@@ -73,7 +73,7 @@ def _farthest_first(rows: torch.Tensor, d: torch.Tensor, offset: torch.Tensor, p
         d.copy_(torch.maximum(d, rows.index_select(0, d.argmin(dim=-1) + offset)))
 
 
-def assign_plan(match: torch.Tensor, keep_idx: torch.Tensor, num_protected: int, topr: int | None = None
+def assign_plan(match: torch.Tensor, keep_idx: torch.Tensor, num_prefix_tokens: int, topr: int | None = None
                 ) -> MergePlan:
     """Plan that keeps `keep_idx` (patch-token indices, ascending, [B, K]) and sends every other patch
     token to the kept token of highest cosine similarity of `match` [B, N, C].
@@ -82,7 +82,7 @@ def assign_plan(match: torch.Tensor, keep_idx: torch.Tensor, num_protected: int,
     token absorbs at most its topr most similar assigned tokens; the rest go to their next best.
     """
     B, N, _ = match.shape
-    p = num_protected
+    p = num_prefix_tokens
     n = N - p
     K = keep_idx.shape[1]
     dev = match.device

@@ -22,7 +22,7 @@ def load_metrics(paths) -> pd.DataFrame:
         rows.append({
             "run": m["run"], "group": m["group"], "method": m["method"],
             "r": m["schedule"].get("r"), "layers": m["schedule"].get("layers"),
-            "profile": m["schedule"].get("profile"), "overrides": m.get("overrides") or {},
+            "keep_shape": m["schedule"].get("keep_shape"), "overrides": m.get("overrides") or {},
             "gflops": m["gflops"], "rel_cost": m["rel_cost"],
             "top1": m["top1"], "top1_lo": m["top1_ci95"][0], "top1_hi": m["top1_ci95"][1],
             "drop_pp": m["drop_pp"], "drop_se_pp": m["drop_se_pp"], "kl": m["kl"],

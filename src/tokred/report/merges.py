@@ -17,7 +17,7 @@ def merge_groups(model, images: torch.Tensor, mean, std) -> torch.Tensor:
     if st is None or not st.trace_source:
         raise ValueError("merge_groups needs a model patched with trace_source=True")
     model(normalize(images, mean, std))
-    p = st.num_protected
+    p = st.num_prefix_tokens
     gh, gw = model.patch_embed.grid_size
     if st.source is None:  # nothing merged: every patch is its own token
         return torch.arange(gh * gw).expand(len(images), -1).reshape(-1, gh, gw)

@@ -55,7 +55,7 @@ def early_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
 
 
 def full_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
-    """Full-layer schedules at ToMe's GFLOPs: ToMe r = target vs ours profiles."""
+    """Full-layer schedules at ToMe's GFLOPs: ToMe r = target vs ours under each keep shape."""
     f = df[df.group == "full"]
     tome_runs = set(f["tome_run"].dropna())
     t = pd.concat([df[df.run.isin(tome_runs)], f])
@@ -63,7 +63,7 @@ def full_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
         t.drop(columns=DETAIL).to_csv(tmp, index=False, float_format="%.6g")
     body = []
     for _, r in t.iterrows():
-        label = f"ToMe $r={int(r['r'])}$" if r["method"] == "tome" else f"{tex_escape(r['method'])} ({r['profile']})"
+        label = f"ToMe $r={int(r['r'])}$" if r["method"] == "tome" else f"{tex_escape(r['method'])} ({r['keep_shape']})"
         delta = "--" if r["method"] == "tome" else f"{r['delta_vs_tome']:+.2f}{_star(r['p_vs_tome'])}"
         body.append(f"{label} & {r['gflops']:.3f} & {r['rel_cost']:.3f} & {_ci(r)} & {r['drop_pp']:.2f} & {delta} & "
                     f"{r['kl']:.4f} & {r['delta_margin']:+.3f} \\\\")

@@ -107,12 +107,12 @@ def check_yaml_types(cfg: dict, schema: dict | str | Path) -> None:
 
 def check_cross_keys(cfg: dict) -> None:
     """What the schema cannot see across keys, checked before any job: method names outside the
-    experiment groups (profiling, the merge figure), layer sets against the model's depth, and the ToMe
+    experiment groups (timing, the merge figure), layer sets against the model's depth, and the ToMe
     runs that the ablation and full-layer comparisons read. Raises ValueError naming the key."""
     from ..schedule import parse_layers
 
     ex = cfg["experiments"]
-    for key, names in (("profiling.methods", (cfg.get("profiling") or {}).get("methods", [])),
+    for key, names in (("timing.methods", (cfg.get("timing") or {}).get("methods", [])),
                        ("paper.visualize.methods", ((cfg.get("paper") or {}).get("visualize") or {}).get("methods", []))):
         for m in names:
             _method(key, m)
@@ -143,7 +143,7 @@ def expand_runs(cfg: dict) -> dict[tuple[str, str], dict]:
     """(group, run) -> run spec for every evaluation job; the baseline is ('baseline', 'base').
 
     A spec names a method preset, optional knob overrides and a schedule: r / keep / layers, or
-    `match` (solve a keep profile to the GFLOPs of ToMe at r = match.r on the same model).
+    `match` (solve a keep shape to the GFLOPs of ToMe at r = match.r on the same model).
     """
     ex = cfg["experiments"]
     runs = {("baseline", "base"): {"name": "base", "group": "baseline", "method": None}}
@@ -170,10 +170,10 @@ def expand_runs(cfg: dict) -> dict[tuple[str, str], dict]:
         knobs = {"late_k": f.get("late_k", 3), "early_boost": f.get("early_boost", 0.1)}
         uses = {"uniform": (), "early": ("early_boost",), "late": ("late_k",),
                 "early_mid_late": ("early_boost", "late_k")}
-        for profile in f["profiles"]:
-            add("full", f"{f['method']}_{profile}", method=f["method"],
-                match={"tome_r": f["target_r"], "profile": profile,
-                       "profile_kw": {k: knobs[k] for k in uses[profile]}})
+        for keep_shape in f["keep_shapes"]:
+            add("full", f"{f['method']}_{keep_shape}", method=f["method"],
+                match={"tome_r": f["target_r"], "keep_shape": keep_shape,
+                       "shape_kw": {k: knobs[k] for k in uses[keep_shape]}})
 
     if "ablations" in ex:
         a = ex["ablations"]
@@ -187,11 +187,11 @@ def expand_runs(cfg: dict) -> dict[tuple[str, str], dict]:
 
 def schedule_name(method: str, match: dict) -> str:
     """File stem of a FLOPs-matched schedule (solved once, shared by every job that uses it)."""
-    return f"{method}-{match['profile']}-tome_r{match['tome_r']}"
+    return f"{method}-{match['keep_shape']}-tome_r{match['tome_r']}"
 
 
 def matched_schedules(runs: dict) -> dict[str, dict]:
-    """Every FLOPs-matched schedule the runs need: name -> {method, tome_r, profile, profile_kw}."""
+    """Every FLOPs-matched schedule the runs need: name -> {method, tome_r, keep_shape, shape_kw}."""
     out = {}
     for spec in runs.values():
         if "match" in spec:
@@ -240,7 +240,7 @@ def ood_runs(cfg: dict) -> list[dict]:
     for m in ood["methods"]:
         _method("experiments.ood.methods", m)
         runs.append({"name": f"{m}_matched", "group": "ood", "method": m,
-                     "match": {"tome_r": r, "profile": "uniform", "profile_kw": {}}})
+                     "match": {"tome_r": r, "keep_shape": "uniform", "shape_kw": {}}})
     return runs
 
 

@@ -1,5 +1,5 @@
 """System studies (seed §3.5) as pipeline jobs: latency/throughput per method and batch size, GFLOPs vs
-measured speed across every evaluated run, and the token-count sweep. Timing lives in `profiling`.
+measured speed across every evaluated run, and the token-count sweep. Timing lives in `tokred.study.timing`.
 
 Every output carries the hardware and versions it was measured on (`timing.hardware_info`).
 """
@@ -14,7 +14,7 @@ from .runner import apply_run, build_model, load_json
 
 
 def _device(cfg: dict) -> str:
-    dev = cfg["profiling"].get("device", "cpu")
+    dev = cfg["timing"].get("device", "cpu")
     if dev.startswith("cuda"):
         import torch
 
@@ -24,9 +24,9 @@ def _device(cfg: dict) -> str:
 
 
 def latency_variants(cfg: dict, schedules: dict[str, str]) -> list[tuple[str, dict, dict]]:
-    """(label, run spec, patch extras) timed by `profile_latency`: the unpatched model, the patched
+    """(label, run spec, patch extras) timed by `time_latency`: the unpatched model, the patched
     model at r=0, ToMe at target r (plus tile-rounded), and every method matched to ToMe's GFLOPs."""
-    p, r = cfg["profiling"], cfg["profiling"]["target_r"]
+    p, r = cfg["timing"], cfg["timing"]["target_r"]
     out = [("unpatched", {"name": "unpatched", "method": None}, {}),
            ("patched r=0", {"name": "tome_r0", "method": "tome", "r": 0}, {}),
            (f"ToMe r={r}", {"name": f"tome_r{r}", "method": "tome", "r": r}, {})]
@@ -37,7 +37,7 @@ def latency_variants(cfg: dict, schedules: dict[str, str]) -> list[tuple[str, di
     return out
 
 
-def profile_latency(cfg: dict, *, weights: str, schedules: dict[str, str], out_csv: str, out_json: str,
+def time_latency(cfg: dict, *, weights: str, schedules: dict[str, str], out_csv: str, out_json: str,
                     threads: int = 1) -> pd.DataFrame:
     """Per variant, batch size and precision (fp32; AMP on CUDA): median latency and img/s with spread.
     Variants are interleaved per batch size so a drift of the machine's load hits them alike."""
@@ -45,7 +45,7 @@ def profile_latency(cfg: dict, *, weights: str, schedules: dict[str, str], out_c
     from ..flops import count_flops
 
     io.set_threads(threads)
-    p, dev = cfg["profiling"], _device(cfg)
+    p, dev = cfg["timing"], _device(cfg)
     model = build_model(cfg, weights)
     size = (3, *model.patch_embed.img_size)
     variants = latency_variants(cfg, schedules)
@@ -54,7 +54,7 @@ def profile_latency(cfg: dict, *, weights: str, schedules: dict[str, str], out_c
         apply_run(model, run, load_json(extra.get("schedule")))
         gflops = count_flops(model, size)
         for amp in timing.amp_modes(dev):
-            for row in timing.profile_model(model, batch_sizes=p["batch_sizes"], device=dev, amp=amp,
+            for row in timing.time_model(model, batch_sizes=p["batch_sizes"], device=dev, amp=amp,
                                                warmup=p["warmup"], repeats=p["repeats"]):
                 rows.append({"variant": label, "run": run["name"], "gflops": gflops, **row})
         model.to("cpu")
@@ -68,7 +68,7 @@ def profile_latency(cfg: dict, *, weights: str, schedules: dict[str, str], out_c
     return df
 
 
-def profile_runs(cfg: dict, metrics_paths: list[str], *, weights: str, out_csv: str, out_json: str,
+def time_runs(cfg: dict, metrics_paths: list[str], *, weights: str, out_csv: str, out_json: str,
                  threads: int = 1) -> dict:
     """Time every evaluated run's exact configuration (method knobs and resolved per-block r) at one
     batch size, then correlate GFLOPs with latency and throughput (Pearson, Spearman)."""
@@ -79,7 +79,7 @@ def profile_runs(cfg: dict, metrics_paths: list[str], *, weights: str, out_csv: 
     from ..patching import patch, unpatch
 
     io.set_threads(threads)
-    p, dev = cfg["profiling"], _device(cfg)
+    p, dev = cfg["timing"], _device(cfg)
     model = build_model(cfg, weights)
     rows = []
     for path in tqdm(metrics_paths, desc="runs", unit="run", mininterval=5):
@@ -87,7 +87,7 @@ def profile_runs(cfg: dict, metrics_paths: list[str], *, weights: str, out_csv: 
         unpatch(model)
         if m["method_config"]:
             patch(model, Method(**m["method_config"]), r=m["resolved_r"])
-        (row,) = timing.profile_model(model, batch_sizes=[p["runs_batch"]], device=dev, warmup=p["warmup"],
+        (row,) = timing.time_model(model, batch_sizes=[p["runs_batch"]], device=dev, warmup=p["warmup"],
                                          repeats=p["runs_repeats"])
         rows.append({"run": m["run"], "group": m["group"], "method": m["method"], "gflops": m["gflops"],
                      "latency_ms": row["latency_ms"], "latency_ms_p10": row["latency_ms_p10"],
@@ -106,12 +106,12 @@ def profile_runs(cfg: dict, metrics_paths: list[str], *, weights: str, out_csv: 
     return summary
 
 
-def profile_tokens(cfg: dict, *, weights: str, out_csv: str, out_json: str, threads: int = 1) -> pd.DataFrame:
+def time_tokens(cfg: dict, *, weights: str, out_csv: str, out_json: str, threads: int = 1) -> pd.DataFrame:
     """Latency of one block and of the whole transformer for every token count in the configured range."""
     from . import timing
 
     io.set_threads(threads)
-    p, dev = cfg["profiling"], _device(cfg)
+    p, dev = cfg["timing"], _device(cfg)
     t = p["tokens"]
     model = build_model(cfg, weights)
     counts = list(range(t["min"], t["max"] + 1, t["step"]))

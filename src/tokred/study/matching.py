@@ -6,7 +6,7 @@ from .runner import build_model
 
 
 def solve_schedule(cfg: dict, spec: dict, *, weights: str, out: str, threads: int = 1) -> dict:
-    """Solve a keep profile so the patched model costs what ToMe at spec['tome_r'] costs (SPEC §3.4);
+    """Solve a keep shape so the patched model costs what ToMe at spec['tome_r'] costs (SPEC §3.4);
     written once and read by every run that uses it."""
     from ..flops import count_flops, match_keep
     from ..patching import patch, unpatch
@@ -16,12 +16,12 @@ def solve_schedule(cfg: dict, spec: dict, *, weights: str, out: str, threads: in
     input_size = (3, *model.patch_embed.img_size)
     target = count_flops(patch(model, "tome", r=spec["tome_r"]), input_size)
     unpatch(model)
-    keeps, achieved = match_keep(model, spec["method"], target, profile=spec["profile"], input_size=input_size,
-                                 profile_kw=spec.get("profile_kw"))
-    result = {"method": spec["method"], "profile": spec["profile"], "profile_kw": spec.get("profile_kw") or {},
+    keeps, achieved = match_keep(model, spec["method"], target, keep_shape=spec["keep_shape"], input_size=input_size,
+                                 shape_kw=spec.get("shape_kw"))
+    result = {"method": spec["method"], "keep_shape": spec["keep_shape"], "shape_kw": spec.get("shape_kw") or {},
               "keep": keeps, "target_gflops": target, "achieved_gflops": achieved,
               "matched_to": f"tome_r{spec['tome_r']}", "provenance": io.provenance(cfg)}
-    print(f"{spec['method']} {spec['profile']}: keep {keeps[0]:.4f}.. -> {achieved:.4f} GFLOPs "
+    print(f"{spec['method']} {spec['keep_shape']}: keep {keeps[0]:.4f}.. -> {achieved:.4f} GFLOPs "
           f"(target {target:.4f}, {100 * (achieved / target - 1):+.2f}%)")
     io.write_json(out, result)
     return result

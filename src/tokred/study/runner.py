@@ -77,7 +77,7 @@ def apply_run(model: torch.nn.Module, run: dict, schedule: dict | None = None) -
         if schedule is None:
             raise ValueError(f"run {run['name']}: a FLOPs-matched run needs its solved schedule")
         patch(model, run["method"], keep=schedule["keep"], **overrides)
-        return {k: schedule[k] for k in ("keep", "profile", "target_gflops", "matched_to")}
+        return {k: schedule[k] for k in ("keep", "keep_shape", "target_gflops", "matched_to")}
     sched = {k: run[k] for k in ("r", "keep", "layers", "tile") if k in run}
     patch(model, run["method"], **sched, **overrides)
     return sched

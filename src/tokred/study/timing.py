@@ -1,7 +1,7 @@
 """Latency and throughput measurement for the system study (SPEC §4, §5 "system").
 
     hw = hardware_info("cuda")                                    # record with every figure
-    rows = profile_model(model, batch_sizes=[1, 8, 64], device="cuda", amp=True)
+    rows = time_model(model, batch_sizes=[1, 8, 64], device="cuda", amp=True)
     rows = token_sweep(model, range(32, 198), scope="block")     # where latency steps with N
     correlation(gflops, latency)                                  # {"pearson", "spearman", "n"}
 
@@ -130,12 +130,12 @@ def _ms_stats(t: dict, prefix: str = "latency_ms") -> dict:
 # --- models ---------------------------------------------------------------------------------------
 
 def amp_modes(device) -> list[bool]:
-    """AMP settings `profile_model` supports on `device`: [False, True] on CUDA, [False] elsewhere."""
+    """AMP settings `time_model` supports on `device`: [False, True] on CUDA, [False] elsewhere."""
     return [False, True] if _is_cuda(device) else [False]
 
 
 def autocast(device, amp: bool, amp_dtype=None):
-    """The autocast context `profile_model` uses: none without `amp`, float16 (or `amp_dtype`)
+    """The autocast context `time_model` uses: none without `amp`, float16 (or `amp_dtype`)
     autocast on CUDA, ValueError on any other device."""
     import contextlib
 
@@ -156,7 +156,7 @@ def _is_oom(err: BaseException) -> bool:
     return (oom is not None and isinstance(err, oom)) or "out of memory" in str(err).lower()
 
 
-def profile_model(model, *, batch_sizes: Iterable[int], img_size=None, device="cpu", amp: bool = False,
+def time_model(model, *, batch_sizes: Iterable[int], img_size=None, device="cpu", amp: bool = False,
                   amp_dtype=None, warmup: int = 3, repeats: int = 10, inner: int = 1, seed: int = 0,
                   sync: Callable[[], None] | None = None) -> list[dict]:
     """Per-batch latency and images/s of `model` (moved to `device`, set to eval) per batch size.
