@@ -22,7 +22,7 @@ rule evaluate:
         "../workflow/scripts/evaluate.py"
 
 
-# A keep shape solved to ToMe's GFLOPs at some r on this model (SPEC §3.4), shared by every run using it.
+# A keep shape solved to ToMe's GFLOPs at some r on this model (docs/method.md §3.4), shared by every run using it.
 rule solve_schedule:
     input:
         weights=WEIGHTS,

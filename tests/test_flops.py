@@ -1,4 +1,4 @@
-"""FLOPs against the reference numbers of DESIGN.md §3 (DeiT-S, fvcore, attention counted)."""
+"""FLOPs against the reference numbers of docs/method.md §5 and the ToMe paper (DeiT-S, fvcore, attention counted)."""
 import pytest
 import timm
 

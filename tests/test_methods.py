@@ -1,4 +1,4 @@
-"""Properties of the reduction methods (SPEC §3) on real timm models with fresh random inputs."""
+"""Properties of the reduction methods (docs/method.md §3) on real timm models with fresh random inputs."""
 import math
 
 import pytest

@@ -2,7 +2,7 @@
 
 Selectors (ToMe's bipartite matching here; the head-diversity selector later) only decide the plan;
 applying it — size-weighted averaging of hidden states, summing sizes, tracing sources — is shared.
-That keeps one mechanism for every method (SPEC §3: methods differ in how tokens are chosen and
+That keeps one mechanism for every method (docs/method.md §3: methods differ in how tokens are chosen and
 merged, not in copies of the block).
 """
 from __future__ import annotations
@@ -88,7 +88,7 @@ def merge_source(plan: MergePlan, source: torch.Tensor | None, num_tokens: int) 
 
 
 def bipartite_plan(metric: torch.Tensor, r: int, num_prefix_tokens: int) -> MergePlan | None:
-    """ToMe's bipartite soft matching (SPEC §2) expressed as a plan.
+    """ToMe's bipartite soft matching (docs/method.md §2) expressed as a plan.
 
     Tokens alternate into sets A (even positions) and B (odd); each A token proposes its most
     cosine-similar B token; the r best-scoring A tokens merge into their B partner. Protected tokens
@@ -145,7 +145,7 @@ def bipartite_plan(metric: torch.Tensor, r: int, num_prefix_tokens: int) -> Merg
 
 def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, method, num_prefix_tokens: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge hidden states with the method's rule (SPEC §3.3); sizes always add up as counts.
+    """Merge hidden states with the method's rule (docs/method.md §3.3); sizes always add up as counts.
 
     x [B, N, C], size [B, N, 1] or None (all ones) -> (merged x [B, num_out, C] in x's dtype, sizes
     [B, num_out, 1] in `accum_dtype(x.dtype)`).

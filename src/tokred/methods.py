@@ -1,4 +1,4 @@
-"""Method configurations: every knob of SPEC §2-§3 as data, with named presets.
+"""Method configurations: every knob of docs/method.md §2-§3 as data, with named presets.
 
 `tokred.patch(model, method="ours_size_norm", r=13, q=0.4)` takes a preset name (or a `Method`)
 and keyword overrides. ToMe and ours are points in the same space: they differ in the selector,
@@ -77,7 +77,7 @@ def _knob_number(key: str, value, lo: float = -math.inf, hi: float = math.inf, *
 class Method:
     """How tokens are chosen (selector, q, match, topr) and merged (space and rule).
 
-    selector   bipartite (ToMe) | hquota_ff (hub quota + farthest-first on head inflow, SPEC §3.1)
+    selector   bipartite (ToMe) | hquota_ff (hub quota + farthest-first on head inflow, docs/method.md §3.1)
     q          hub quota: fraction of the kept tokens chosen as hubs by inflow x size
     match      feature that assigns merged tokens: k (keys averaged over heads) | xnorm (hidden state)
     topr       a kept token absorbs at most this many tokens (None: unlimited)
@@ -155,10 +155,10 @@ class Method:
 
 PRESETS: dict[str, Method] = {
     "tome": Method(name="tome"),
-    # Head-diversity selection merged in key/value space (summary §1.2 A, "merge = kv").
+    # Head-diversity selection merged in key/value space (docs/method.md §3.1-3.2).
     "hquota_ff": Method(name="hquota_ff", selector="hquota_ff", q=0.3, space="kv"),
-    # ... plus size-aware, normalised merging (summary §1.2 B). Values are interpretations (SPEC §3.3):
-    # push-lite alpha 0.1 (summary: alpha <= 0.15), beta0 0.5, delta 0.5; clip at 2x mean norm;
+    # ... plus size-aware, normalised merging (docs/method.md §3.3). Values are interpretations:
+    # push-lite alpha 0.1 (the research notes: alpha <= 0.15), beta0 0.5, delta 0.5; clip at 2x mean norm;
     # temperature n = 1 (ToMe-equivalent) so that "norm" ablates re-centre + clip alone by default.
     "ours_size_norm": Method(name="ours_size_norm", selector="hquota_ff", q=0.3, space="kv", size_mode="norm",
                              push=(0.1, 0.5, 0.5), recenter=True, clip_tau=2.0, temperature=1.0),

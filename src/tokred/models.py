@@ -1,7 +1,7 @@
 """Model construction for both profiles.
 
 The embedded default is a timm `VisionTransformer` with DeiT-S token geometry (12 blocks, 6 heads,
-196 patches + CLS) at a small width, so every schedule in SPEC.md means the same thing as on DeiT-S.
+196 patches + CLS) at a small width, so every schedule in docs/method.md means the same thing as on DeiT-S.
 """
 from __future__ import annotations
 

@@ -107,7 +107,7 @@ class ReducingAttention(Attention):
         return self.attn_drop(self._softmax(*self._flat(q, k, bias)).view(B, H, N, -1))
 
     def inflow(self, q, k, v, bias, need_out: bool = True):
-        """(phi [B, N, H], A @ V or None): attention received by each token per head (SPEC §3.1) and,
+        """(phi [B, N, H], A @ V or None): attention received by each token per head (docs/method.md §3.1) and,
         when `need_out`, the attention output from the same explicit softmax.
 
         On CPU the softmax runs in image chunks sized to the cache (see `_CPU_CHUNK_BYTES`); FLOP

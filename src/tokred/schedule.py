@@ -2,7 +2,7 @@
 
 A schedule is resolved once per model into a list `r_l` (one entry per block) by simulating the token
 count through the network, so the 50% cap always refers to the patch tokens that actually enter a
-block (protected CLS/distill tokens excluded). Forms (SPEC §2, §3.4):
+block (protected CLS/distill tokens excluded). Forms (docs/method.md §2, §3.4):
 
 - ``13``                      constant r (ToMe)
 - ``(13, -0.5)``              r with inflection, as ToMe's ``parse_r``
@@ -115,7 +115,7 @@ def keep_shape_ratios(name: str, num_layers: int, keep: float, *, early_boost: f
 
     uniform: `keep` in every block. early ("early boost"): blocks 0-2 keep `keep - early_boost`, the
     rest `keep`. late ("late conservative"): the last `late_k` blocks do not merge, the others keep
-    `keep`. early_mid_late (the summary's policy): early boost, `keep` in the middle, no merge in the
+    `keep`. early_mid_late (the research notes' policy): early boost, `keep` in the middle, no merge in the
     last `late_k` blocks. Ratios apply to the tokens entering each block (the 50% cap still holds).
     """
     keep, early_boost = _number(keep, "keep"), _number(early_boost, "early_boost")

@@ -1,4 +1,4 @@
-"""Head-diversity token selection (`hquota_ff`, SPEC §3.1) and assignment of merged tokens.
+"""Head-diversity token selection (`hquota_ff`, docs/method.md §3.1) and assignment of merged tokens.
 
 All steps are batched: the farthest-first loop runs over the K kept tokens, never over images.
 """

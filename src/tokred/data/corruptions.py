@@ -1,6 +1,6 @@
 """ImageNet-C corruptions (Hendrycks & Dietterich 2019) applied to the cached uint8 eval set.
 
-Three corruptions, severities 1-5, written from the ImageNet-C definitions (DESIGN.md §4):
+Three corruptions, severities 1-5, written from the ImageNet-C definitions (docs/method.md §6):
 
   gaussian_noise    x/255 + N(0, sigma), sigma = .08/.12/.18/.26/.38, clipped to [0, 1], *255
   gaussian_blur     gaussian filter of x/255 per channel (not across channels), sigma = 1/2/3/4/6

@@ -3,7 +3,7 @@
 The embedded benchmark must need no download, yet merging must matter on it as it does on ImageNet.
 Tasks whose answer is read from one distinctive object are immune to ToMe (it merges the most
 similar tokens first, i.e. background); the default task therefore asks the model to *count*
-look-alike objects, which lives in several similar tokens (see DESIGN.md §6 and
+look-alike objects, which lives in several similar tokens (see benchmarks/CALIBRATION.md and
 benchmarks/CALIBRATION.md).
 
 Task ``count_disks``: count the red disks (``min_count``..``max_count``; the label is

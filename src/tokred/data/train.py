@@ -8,7 +8,7 @@ Curriculum (optional dict): a share of every batch is drawn from an *easy* varia
 (large disks on a smooth background by default, ``synthetic.EASY_OVERRIDES``), the share decaying
 linearly from ``easy_start`` to ``easy_end`` over the first ``decay_frac`` of the steps, e.g.
 ``{"easy_start": 1.0, "easy_end": 0.0, "decay_frac": 0.4}``; ``"easy": {...}`` overrides the easy
-variant's task keys. Small-object tasks stay at chance without it (DESIGN.md §6).
+variant's task keys. Small-object tasks stay at chance without it (benchmarks/CALIBRATION.md).
 
 On CPU the result is deterministic for a seed (same batches, same initial RNG state).
 """

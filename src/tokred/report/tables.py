@@ -27,7 +27,7 @@ def _ci(row) -> str:
 
 
 def early_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
-    """The seed's headline table: per layer set and r, ToMe vs ours (Top-1, KL, Δmargin), McNemar."""
+    """The early-layer table: per layer set and r, ToMe vs ours (Top-1, KL, Δmargin), McNemar."""
     e = df[df.group == "early"]
     tome = e[e.method == "tome"].set_index(["layers", "r"])
     ours = e[e.method != "tome"]

@@ -36,7 +36,7 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
 
 def run_metrics(cfg: dict, run: dict, model, logits, base, labels, gflops: float, base_gflops: float,
                 schedule: dict, **extra) -> dict:
-    """The metrics JSON of one run (SPEC §4) with its method, schedule and provenance."""
+    """The metrics JSON of one run (docs/method.md §4) with its method, schedule and provenance."""
     reduced = bool(run.get("method"))
     return {
         "run": run["name"],

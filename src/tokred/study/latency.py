@@ -1,4 +1,4 @@
-"""System studies (seed §3.5) as pipeline jobs: latency/throughput per method and batch size, GFLOPs vs
+"""System studies (docs/method.md §5) as pipeline jobs: latency/throughput per method and batch size, GFLOPs vs
 measured speed across every evaluated run, and the token-count sweep. Timing lives in `tokred.study.timing`.
 
 Every output carries the hardware and versions it was measured on (`timing.hardware_info`).

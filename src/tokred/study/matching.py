@@ -6,7 +6,7 @@ from .runner import build_model
 
 
 def solve_schedule(cfg: dict, spec: dict, *, weights: str, out: str, threads: int = 1) -> dict:
-    """Solve a keep shape so the patched model costs what ToMe at spec['tome_r'] costs (SPEC §3.4);
+    """Solve a keep shape so the patched model costs what ToMe at spec['tome_r'] costs (docs/method.md §3.4);
     written once and read by every run that uses it."""
     from ..flops import count_flops, match_keep
     from ..patching import patch, unpatch

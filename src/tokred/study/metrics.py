@@ -1,4 +1,4 @@
-"""Per-run metrics against the unreduced model on the same images (SPEC §4).
+"""Per-run metrics against the unreduced model on the same images (docs/method.md §4).
 
 All functions take logits as float tensors [N, K] and labels as int64 [N]; B is the baseline
 (unreduced) model, M the reduced one.
@@ -88,7 +88,7 @@ def mcnemar(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
 
 def summarize(base_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, *, n_boot: int = 2000,
               seed: int = 0) -> dict:
-    """All per-run metrics of SPEC §4 that need only logits."""
+    """All per-run metrics of docs/method.md §4 that need only logits."""
     cb, cm = correct(base_logits, labels), correct(logits, labels)
     drop, drop_se = paired_drop(cb, cm)
     lo, hi = bootstrap_ci(cm, n_boot=n_boot, seed=seed)

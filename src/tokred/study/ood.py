@@ -1,4 +1,4 @@
-"""OOD robustness (DESIGN.md §4): the same runs evaluated on corrupted and shifted images.
+"""OOD robustness (docs/method.md §6): the same runs evaluated on corrupted and shifted images.
 
 One job per condition (clean, corruption x severity, ImageNet-V2/R/C): it builds the condition's
 images once, evaluates the unreduced model first and then every reduced run against it on the same

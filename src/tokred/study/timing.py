@@ -1,4 +1,4 @@
-"""Latency and throughput measurement for the system study (SPEC §4, §5 "system").
+"""Latency and throughput measurement for the system study (docs/method.md §4, §5 "system").
 
     hw = hardware_info("cuda")                                    # record with every figure
     rows = time_model(model, batch_sizes=[1, 8, 64], device="cuda", amp=True)
