@@ -210,6 +210,10 @@ def test_selectors_refuse_non_finite_inputs():
     metric[0, 3, 1] = float("inf")
     with pytest.raises(FloatingPointError, match="metric.*non-finite"):
         bipartite_plan(metric, 4, 1)
+    # finite values whose sum overflows (the check's fast path) are not mistaken for non-finite ones
+    from tokred.merge import check_finite
+    check_finite(torch.full((4, 4), 3e38), "x")
+    check_finite(torch.full((4, 4), 6e4, dtype=torch.float16), "x")
 
 
 # --- 1. pooled read-outs weight merged tokens by size --------------------------------------------
