@@ -77,7 +77,8 @@ class Method:
         if self.clip_tau is not None and self.clip_tau <= 0:
             raise ValueError(f"method key 'clip_tau': {self.clip_tau!r} must be > 0")
         if self.push is not None:
-            push = tuple(float(_number(v, "'push'", "method key")) for v in _entries(self.push, "'push'", "method key"))
+            push = tuple(float(_number(v, "'push'", "method key"))
+                         for v in _entries(self.push, "'push'", "method key"))
             if len(push) != 3:
                 raise ValueError(f"method key 'push': expected (alpha>=0, beta0>=0, delta), got {self.push!r}")
             if push[0] < 0 or push[1] < 0:
