@@ -49,7 +49,8 @@ def test_scalar_types_in_r_lists(r):
 def test_scalar_types_as_keep_ratio(keep):
     assert schedule.resolve(12, 196, keep=keep) == schedule.resolve(12, 196, keep=float(keep))
     per_block = [keep, np.float32(0.9), torch.tensor(1.0)]
-    assert schedule.resolve(3, 196, keep=per_block) == schedule.resolve(3, 196, keep=[float(keep), float(np.float32(0.9)), 1.0])
+    want = schedule.resolve(3, 196, keep=[float(keep), float(np.float32(0.9)), 1.0])
+    assert schedule.resolve(3, 196, keep=per_block) == want
     assert schedule.resolve(2, 196, keep=np.array([0.7, 0.9])) == schedule.resolve(2, 196, keep=[0.7, 0.9])
 
 
@@ -101,7 +102,8 @@ def test_patch_takes_numpy_and_tensor_r():
 def test_method_knobs_become_python_numbers():
     m = resolve_method("ours", q=torch.tensor(0.25), topr=np.int64(2), eta=np.float32(0.5),
                        clip_tau=torch.tensor(2.0), temperature=np.int64(1), push=np.array([0.1, 0.5, 0.5]))
-    assert (type(m.q), type(m.topr), type(m.eta), type(m.clip_tau), type(m.temperature)) == (float, int, float, float, float)
+    types = (type(m.q), type(m.topr), type(m.eta), type(m.clip_tau), type(m.temperature))
+    assert types == (float, int, float, float, float)
     assert m.push == (0.1, 0.5, 0.5) and all(type(v) is float for v in m.push)
     assert m == resolve_method("ours", q=0.25, topr=2, eta=0.5, clip_tau=2.0, temperature=1, push=(0.1, 0.5, 0.5))
     for kw, key in ((dict(q="0.3"), "'q'"), (dict(topr=2.5), "'topr'"), (dict(topr=True), "'topr'"),
@@ -210,6 +212,10 @@ def test_selectors_refuse_non_finite_inputs():
     metric[0, 3, 1] = float("inf")
     with pytest.raises(FloatingPointError, match="metric.*non-finite"):
         bipartite_plan(metric, 4, 1)
+    # finite values whose sum overflows (the check's fast path) are not mistaken for non-finite ones
+    from tokred.merge import check_finite
+    check_finite(torch.full((4, 4), 3e38), "x")
+    check_finite(torch.full((4, 4), 6e4, dtype=torch.float16), "x")
 
 
 # --- 1. pooled read-outs weight merged tokens by size --------------------------------------------
