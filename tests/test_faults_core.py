@@ -120,7 +120,7 @@ METHODS = ["tome", "hquota_ff", "ours_size_norm"]
 
 def _plan_and_sizes(B=2, N=41, seed=0):
     """A bipartite plan on random tokens and random integer sizes up to 37 (as after a few blocks)."""
-    from tokred.merge import bipartite_plan
+    from tokred.select import bipartite_plan
     g = torch.Generator().manual_seed(seed)
     plan = bipartite_plan(torch.randn(B, N, 8, generator=g), 15, 1)
     size = torch.randint(1, 38, (B, N, 1), generator=g).float()
@@ -202,7 +202,7 @@ def test_non_finite_activations_at_selection_are_named_errors(meth):
 
 
 def test_selectors_refuse_non_finite_inputs():
-    from tokred.merge import bipartite_plan
+    from tokred.select import bipartite_plan
     from tokred.select import hquota_ff_keep
     phi = torch.rand(2, 16, 3)
     phi[1, 4, 0] = float("nan")

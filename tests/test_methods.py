@@ -11,7 +11,7 @@ import tokred
 from tokred.merge import MergePlan, merge_tokens
 from tokred import schedule
 from tokred.methods import PRESETS, resolve_method
-from tokred.select import assign_plan, head_inflow, hquota_ff_keep
+from tokred.select import SELECTORS, Selection, assign_plan, head_inflow, hquota_ff_keep
 
 KW = dict(img_size=112, patch_size=8, embed_dim=48, depth=4, num_heads=3, num_classes=10)
 OURS = ["hquota_ff", "ours_size_norm"]
@@ -178,7 +178,9 @@ def test_kv_attention_equals_direct_computation_on_merged_keys_values():
         xn = blk.norm1(tokens)
         qh, kh, vh = blk.attn.heads(xn)
         phi = blk.attn.inflow(qh, kh, vh, None)[0]  # the selector must see the same phi as the block
-        plan = blk._hquota_plan(phi, kh, tokens, None, 50)
+        sel = Selection(x=tokens, k=kh, size=None, r=50, num_prefix_tokens=1, method=m._tokred.method,
+                        inflow=lambda need_out: (phi, None))
+        plan, _ = SELECTORS["hquota_ff"](sel)
         H, d = qh.shape[1], qh.shape[-1]
         out = torch.empty_like(qh)
         for b in range(2):
@@ -302,3 +304,15 @@ def test_patched_model_runs_with_autograd():
     y = m(images(2, seed=1))
     y.sum().backward()  # selection is discrete; gradients flow through the merges
     assert m.head.weight.grad is not None
+
+
+def test_every_method_selector_has_a_function():
+    from tokred import methods
+
+    assert set(SELECTORS) == set(methods.SELECTORS)
+
+
+def test_topr_is_refused_for_bipartite_when_the_method_is_built():
+    with pytest.raises(ValueError, match="topr.*hquota_ff"):
+        tokred.methods.resolve_method("tome", topr=2)
+    assert tokred.methods.resolve_method("hquota_ff", topr=2).topr == 2

@@ -9,7 +9,7 @@ import torch
 from timm.models.vision_transformer import Block, VisionTransformer
 
 import tokred
-from tokred.merge import bipartite_plan
+from tokred.select import bipartite_plan
 
 sys.path.insert(0, os.path.dirname(__file__))
 import make_tome_reference as ref  # noqa: E402

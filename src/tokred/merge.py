@@ -1,6 +1,6 @@
 """Token merging as data: a `MergePlan` says which output group every input token joins.
 
-Selectors (ToMe's bipartite matching here; the head-diversity selector later) only decide the plan;
+Selectors (`tokred.select`: ToMe's bipartite matching, the head-diversity selector) only decide the plan;
 applying it — size-weighted averaging of hidden states, summing sizes, tracing sources — is shared.
 That keeps one mechanism for every method (docs/method.md §3: methods differ in how tokens are chosen and
 merged, not in copies of the block).
@@ -90,62 +90,6 @@ def merge_source(plan: MergePlan, source: torch.Tensor | None, num_tokens: int) 
         b = plan.index.shape[0]
         source = torch.eye(num_tokens, device=plan.index.device)[None].expand(b, -1, -1)
     return plan.amax(source)
-
-
-def bipartite_plan(metric: torch.Tensor, r: int, num_prefix_tokens: int) -> MergePlan | None:
-    """ToMe's bipartite soft matching (docs/method.md §2) expressed as a plan.
-
-    Tokens alternate into sets A (even positions) and B (odd); each A token proposes its most
-    cosine-similar B token; the r best-scoring A tokens merge into their B partner. Protected tokens
-    (the first `num_prefix_tokens`) are scored -inf so they neither merge nor absorb. Output order is
-    [protected, unmerged A (ascending), B] — ToMe's order, which matters because the next block's
-    bipartite split is positional.
-    """
-    B, N, _ = metric.shape
-    r = min(r, (N - num_prefix_tokens) // 2)
-    if r <= 0:
-        return None
-    with torch.no_grad():
-        check_finite(metric, "bipartite matching metric")
-        metric = metric / metric.norm(dim=-1, keepdim=True)
-        a, b = metric[:, ::2], metric[:, 1::2]
-        scores = a @ b.transpose(-1, -2)
-        n_a, n_b = a.shape[1], b.shape[1]
-        prot_a, prot_b = (num_prefix_tokens + 1) // 2, num_prefix_tokens // 2
-        if prot_a:
-            scores[:, :prot_a, :] = -math.inf
-        if prot_b:
-            scores[:, :, :prot_b] = -math.inf
-        node_max, node_idx = scores.max(dim=-1)
-        edge_idx = node_max.argsort(dim=-1, descending=True)
-        unm_idx, src_idx = edge_idx[:, r:], edge_idx[:, :r]
-        if num_prefix_tokens:
-            unm_idx = unm_idx.sort(dim=-1).values
-        n_unm = n_a - r
-
-        # Output slots: protected (interleaved as they were), then unmerged A, then unprotected B.
-        dev = metric.device
-        slot_b = torch.empty(n_b, dtype=torch.long, device=dev)
-        slot_b[:prot_b] = 2 * torch.arange(prot_b, device=dev) + 1  # protected B tokens sit at odd slots
-        slot_b[prot_b:] = n_unm + prot_b + torch.arange(n_b - prot_b, device=dev)
-        rank_unm = torch.arange(n_unm, device=dev).expand(B, -1)
-        # unmerged A tokens in ascending order: the first prot_a are the protected ones (slot 2k),
-        # the rest follow after all protected tokens.
-        unm_slot = torch.where(rank_unm < prot_a, 2 * rank_unm, rank_unm + prot_b)
-        slot_a = torch.empty(B, n_a, dtype=torch.long, device=dev)
-        slot_a.scatter_(1, unm_idx, unm_slot)
-        slot_a.scatter_(1, src_idx, slot_b.expand(B, -1).gather(1, node_idx.gather(1, src_idx)))
-
-        index = torch.empty(B, N, dtype=torch.long, device=dev)
-        index[:, ::2] = slot_a
-        index[:, 1::2] = slot_b
-        # Every token but the merged A tokens represents its own slot.
-        is_rep = torch.ones(B, N, dtype=torch.bool, device=dev)
-        is_rep[:, ::2] = is_rep[:, ::2].scatter(1, src_idx, torch.zeros_like(src_idx, dtype=torch.bool))
-        dump = torch.where(is_rep, index, N - r)  # non-representatives land in a spare slot
-        rep = torch.zeros(B, N - r + 1, dtype=torch.long, device=dev)
-        rep.scatter_(1, dump, torch.arange(N, device=dev).expand(B, N))
-    return MergePlan(index=index, num_out=N - r, rep=rep[:, :-1])
 
 
 def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, method, num_prefix_tokens: int

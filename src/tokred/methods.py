@@ -124,6 +124,9 @@ class Method:
                 bad(key, getattr(self, key), allowed)
         setnum("q", 0.0, 1.0)
         setnum("topr", 1, integer=True, optional=True)
+        if self.topr is not None and self.selector != "hquota_ff":
+            raise ValueError(f"method key 'topr': applies to the hquota_ff selector only (selector is "
+                             f"{self.selector!r}); drop topr or set selector: hquota_ff")
         setnum("eta", 0.0, 1.0)
         setnum("clip_tau", 0.0, lo_open=True, optional=True)
         setnum("temperature", optional=True)

@@ -22,9 +22,9 @@ from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
 
 from . import schedule
-from .merge import MergePlan, accum_dtype, bipartite_plan, merge_source, merge_tokens
+from .merge import MergePlan, accum_dtype, merge_source, merge_tokens
 from .methods import Method, resolve_method
-from .select import assign_plan, head_inflow, hquota_ff_keep
+from .select import SELECTORS, Selection, head_inflow
 
 # On CPU the selector's explicit attention runs a few images at a time so that each chunk's score
 # matrices stay in the per-core cache (here 1 MiB of L2): the softmax and column sums then cost
@@ -197,17 +197,13 @@ class ReducingBlock(Block):
         bias = attn.bias(size, meth.temperature)
 
         plan, out = None, None
-        try:
-            if r > 0 and meth.selector == "bipartite":
-                if meth.topr is not None:
-                    raise ValueError("topr applies to the hquota_ff selector only")
-                metric = k.mean(1) if meth.match == "k" else F.normalize(x, dim=-1)
-                plan = bipartite_plan(metric, r, st.num_prefix_tokens)
-            elif r > 0:
-                phi, out = attn.inflow(q, k, v, bias, need_out=meth.space == "x")
-                plan = self._hquota_plan(phi, k, x, st.size, r)
-        except FloatingPointError as e:  # say where: the selectors do not know the block
-            raise FloatingPointError(f"block {self._tokred_layer} ({meth.name}, r={r}): {e}") from None
+        if r > 0:
+            sel = Selection(x=x, k=k, size=st.size, r=r, num_prefix_tokens=st.num_prefix_tokens, method=meth,
+                            inflow=lambda need_out: attn.inflow(q, k, v, bias, need_out=need_out))
+            try:
+                plan, out = SELECTORS[meth.selector](sel)
+            except FloatingPointError as e:  # say where: the selectors do not know the block
+                raise FloatingPointError(f"block {self._tokred_layer} ({meth.name}, r={r}): {e}") from None
 
         if plan is None or meth.space == "x":
             out = out if out is not None else attn.attend(q, k, v, bias)
@@ -232,15 +228,6 @@ class ReducingBlock(Block):
 
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x
-
-    def _hquota_plan(self, phi, k, x, size, r) -> MergePlan:
-        st, meth = self._tokred, self._tokred.method
-        p = st.num_prefix_tokens
-        n = x.shape[1] - p
-        r = min(r, n // 2)
-        keep_idx = hquota_ff_keep(phi[:, p:], size[:, p:] if size is not None else None, n - r, meth.q)
-        match = k.mean(1) if meth.match == "k" else x
-        return assign_plan(match, keep_idx, p, meth.topr)
 
 
 @functools.lru_cache(maxsize=None)

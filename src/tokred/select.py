@@ -1,4 +1,9 @@
-"""Head-diversity token selection (`hquota_ff`, docs/method.md §3.1) and assignment of merged tokens.
+"""Selectors: which tokens a reducing block keeps and where the others go, as a `MergePlan`.
+
+`SELECTORS` maps each `Method.selector` name to its function; a selector takes a `Selection` (what
+the block knows at that point) and returns (plan or None, attention output or None). ToMe's bipartite
+soft matching (docs/method.md §2) and the head-diversity selector `hquota_ff` (hub quota +
+farthest-first on per-head attention inflow, then assignment, §3.1) are the two.
 
 All steps are batched: the farthest-first loop runs over the K kept tokens, never over images.
 """
@@ -9,6 +14,9 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from dataclasses import dataclass
+from typing import Callable
 
 from .merge import MergePlan, check_finite
 
@@ -142,3 +150,104 @@ def _cap_assignment(sim: torch.Tensor, topr: int) -> torch.Tensor:
     assigned = final >= 0
     out[assigned.nonzero(as_tuple=True) + (final[assigned],)] = 0.0
     return out
+
+
+def bipartite_plan(metric: torch.Tensor, r: int, num_prefix_tokens: int) -> MergePlan | None:
+    """ToMe's bipartite soft matching (docs/method.md §2) expressed as a plan.
+
+    Tokens alternate into sets A (even positions) and B (odd); each A token proposes its most
+    cosine-similar B token; the r best-scoring A tokens merge into their B partner. Protected tokens
+    (the first `num_prefix_tokens`) are scored -inf so they neither merge nor absorb. Output order is
+    [protected, unmerged A (ascending), B] — ToMe's order, which matters because the next block's
+    bipartite split is positional.
+    """
+    B, N, _ = metric.shape
+    r = min(r, (N - num_prefix_tokens) // 2)
+    if r <= 0:
+        return None
+    with torch.no_grad():
+        check_finite(metric, "bipartite matching metric")
+        metric = metric / metric.norm(dim=-1, keepdim=True)
+        a, b = metric[:, ::2], metric[:, 1::2]
+        scores = a @ b.transpose(-1, -2)
+        n_a, n_b = a.shape[1], b.shape[1]
+        prot_a, prot_b = (num_prefix_tokens + 1) // 2, num_prefix_tokens // 2
+        if prot_a:
+            scores[:, :prot_a, :] = -math.inf
+        if prot_b:
+            scores[:, :, :prot_b] = -math.inf
+        node_max, node_idx = scores.max(dim=-1)
+        edge_idx = node_max.argsort(dim=-1, descending=True)
+        unm_idx, src_idx = edge_idx[:, r:], edge_idx[:, :r]
+        if num_prefix_tokens:
+            unm_idx = unm_idx.sort(dim=-1).values
+        n_unm = n_a - r
+
+        # Output slots: protected (interleaved as they were), then unmerged A, then unprotected B.
+        dev = metric.device
+        slot_b = torch.empty(n_b, dtype=torch.long, device=dev)
+        slot_b[:prot_b] = 2 * torch.arange(prot_b, device=dev) + 1  # protected B tokens sit at odd slots
+        slot_b[prot_b:] = n_unm + prot_b + torch.arange(n_b - prot_b, device=dev)
+        rank_unm = torch.arange(n_unm, device=dev).expand(B, -1)
+        # unmerged A tokens in ascending order: the first prot_a are the protected ones (slot 2k),
+        # the rest follow after all protected tokens.
+        unm_slot = torch.where(rank_unm < prot_a, 2 * rank_unm, rank_unm + prot_b)
+        slot_a = torch.empty(B, n_a, dtype=torch.long, device=dev)
+        slot_a.scatter_(1, unm_idx, unm_slot)
+        slot_a.scatter_(1, src_idx, slot_b.expand(B, -1).gather(1, node_idx.gather(1, src_idx)))
+
+        index = torch.empty(B, N, dtype=torch.long, device=dev)
+        index[:, ::2] = slot_a
+        index[:, 1::2] = slot_b
+        # Every token but the merged A tokens represents its own slot.
+        is_rep = torch.ones(B, N, dtype=torch.bool, device=dev)
+        is_rep[:, ::2] = is_rep[:, ::2].scatter(1, src_idx, torch.zeros_like(src_idx, dtype=torch.bool))
+        dump = torch.where(is_rep, index, N - r)  # non-representatives land in a spare slot
+        rep = torch.zeros(B, N - r + 1, dtype=torch.long, device=dev)
+        rep.scatter_(1, dump, torch.arange(N, device=dev).expand(B, N))
+    return MergePlan(index=index, num_out=N - r, rep=rep[:, :-1])
+
+
+@dataclass
+class Selection:
+    """What a reducing block hands its selector.
+
+    x [B, N, C] hidden states entering the block; k [B, H, N, d] its keys; size [B, N, 1] or None;
+    r the tokens to remove (before the 50% cap); inflow(need_out) -> (phi [B, N, H], A @ V or None),
+    the block's explicit attention, computed only by selectors that need it."""
+
+    x: torch.Tensor
+    k: torch.Tensor
+    size: torch.Tensor | None
+    r: int
+    num_prefix_tokens: int
+    method: object  # tokred.methods.Method
+    inflow: Callable[[bool], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def _match_feature(sel: Selection) -> torch.Tensor:
+    """The match feature of docs/method.md §3.1: keys averaged over heads (`k`, ToMe's) or the hidden state."""
+    return sel.k.mean(1) if sel.method.match == "k" else sel.x
+
+
+def bipartite(sel: Selection) -> tuple[MergePlan | None, None]:
+    """ToMe's bipartite soft matching on the method's match feature."""
+    metric = sel.k.mean(1) if sel.method.match == "k" else F.normalize(sel.x, dim=-1)
+    return bipartite_plan(metric, sel.r, sel.num_prefix_tokens), None
+
+
+def hquota_ff(sel: Selection) -> tuple[MergePlan, torch.Tensor | None]:
+    """Hub quota + farthest-first on head inflow (`hquota_ff_keep`), then assignment (`assign_plan`).
+    The attention output comes from the same explicit softmax when the merge space is `x`."""
+    m, p = sel.method, sel.num_prefix_tokens
+    phi, out = sel.inflow(m.space == "x")
+    n = sel.x.shape[1] - p
+    r = min(sel.r, n // 2)
+    keep_idx = hquota_ff_keep(phi[:, p:], sel.size[:, p:] if sel.size is not None else None, n - r, m.q)
+    return assign_plan(_match_feature(sel), keep_idx, p, m.topr), out
+
+
+SELECTORS: dict[str, Callable[[Selection], tuple[MergePlan | None, torch.Tensor | None]]] = {
+    "bipartite": bipartite,
+    "hquota_ff": hquota_ff,
+}
