@@ -17,12 +17,12 @@ if not workflow.config_settings.configfiles:
     configfile: "config/config.yaml"
 
 
-# A number YAML 1.1 reads as a string (5e-2) fails here naming its key and how to write it, before
-# the schema's generic type error (tokred.study.config.check_yaml_types; light, no torch).
+# Schema errors, one line each naming the config key (a number YAML 1.1 reads as a string, 5e-2, with
+# how to write it); then Snakemake's validation, which also fills defaults (tokred.study.config; no torch).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from tokred.study.config import check_yaml_types
+from tokred.study.config import check_schema
 
-check_yaml_types(config, Path(workflow.basedir) / "config" / "schema.yaml")
+check_schema(config, Path(workflow.basedir) / "config" / "schema.yaml")
 validate(config, "config/schema.yaml")
 
 

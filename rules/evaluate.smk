@@ -13,7 +13,7 @@ rule evaluate:
     params:
         code=code("evaluate.py"),
         run=lambda wc: RUNS[(wc.group, wc.run)],
-        cfg={k: config[k] for k in ("seed", "model", "data", "task", "train", "eval") if k in config},
+        cfg={k: config[k] for k in ("seed", "model", "methods", "data", "task", "train", "eval") if k in config},
         torch_threads=EVAL_THREADS,
     threads: scaled_threads(EVAL_THREADS)
     resources:
@@ -35,7 +35,7 @@ rule solve_schedule:
     params:
         code=code("solve_schedule.py"),
         spec=lambda wc: SCHEDULES[wc.schedule],
-        cfg={k: config[k] for k in ("seed", "model", "data", "task", "train") if k in config},
+        cfg={k: config[k] for k in ("seed", "model", "methods", "data", "task", "train") if k in config},
     wildcard_constraints:
         schedule="|".join(re.escape(s) for s in SCHEDULES) or "none",
     threads: 1

@@ -16,7 +16,7 @@ rule evaluate_ood:
         code=code("evaluate_ood.py"),
         cond=lambda wc: OOD_CONDITIONS[wc.condition],
         runs=OOD_RUNS,
-        cfg={**{k: config[k] for k in ("seed", "model", "data", "task", "train", "eval") if k in config},
+        cfg={**{k: config[k] for k in ("seed", "model", "methods", "data", "task", "train", "eval") if k in config},
              "experiments": {"ood": config["experiments"].get("ood")}},
         torch_threads=EVAL_THREADS,
     threads: scaled_threads(EVAL_THREADS)

@@ -111,6 +111,6 @@ rule visualize_merges:
         f"{R}/logs/visualize_merges.log",
     params:
         code=code("visualize_merges.py"),
-        cfg={k: config[k] for k in ("seed", "model", "data", "task", "train", "paper") if k in config},
+        cfg={k: config[k] for k in ("seed", "model", "methods", "data", "task", "train", "paper") if k in config},
     script:
         "../workflow/scripts/visualize_merges.py"

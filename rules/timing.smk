@@ -14,7 +14,7 @@ rule time_latency:
         f"{R}/logs/time_latency.log",
     params:
         code=code("time_latency.py"),
-        cfg={k: config[k] for k in ("seed", "model", "data", "task", "train", "timing") if k in config},
+        cfg={k: config[k] for k in ("seed", "model", "methods", "data", "task", "train", "timing") if k in config},
         methods=(TIMING or {}).get("methods", []),
     threads: TIMING_THREADS
     resources:
@@ -36,7 +36,7 @@ rule time_runs:
         f"{R}/logs/time_runs.log",
     params:
         code=code("time_runs.py"),
-        cfg={k: config[k] for k in ("seed", "model", "data", "task", "train", "timing") if k in config},
+        cfg={k: config[k] for k in ("seed", "model", "methods", "data", "task", "train", "timing") if k in config},
     threads: TIMING_THREADS
     resources:
         **TIMING_RESOURCES,
@@ -56,7 +56,7 @@ rule time_tokens:
         f"{R}/logs/time_tokens.log",
     params:
         code=code("time_tokens.py"),
-        cfg={k: config[k] for k in ("seed", "model", "data", "task", "train", "timing") if k in config},
+        cfg={k: config[k] for k in ("seed", "model", "methods", "data", "task", "train", "timing") if k in config},
     threads: TIMING_THREADS
     resources:
         **TIMING_RESOURCES,

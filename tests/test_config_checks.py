@@ -55,3 +55,15 @@ def test_dry_run_fails_before_any_job_naming_the_key(tmp_path):
     assert p.returncode != 0
     assert "experiments.early.layers" in out and "11" in out
     assert not (tmp_path / "results").exists()
+
+
+def test_schema_errors_one_line_per_key():
+    cfg = _with("seed", -1)
+    cfg["eval"]["batch_size"] = 0
+    cfg["experiments"]["early"]["r"] = [13, -2]
+    with pytest.raises(ValueError) as e:
+        preflight.check_schema(cfg, ROOT / "config" / "schema.yaml")
+    lines = str(e.value).splitlines()
+    assert len(lines) == 3, lines
+    assert [ln.split("'")[1] for ln in lines] == ["eval.batch_size", "experiments.early.r[1]", "seed"]
+    preflight.check_schema(MICRO, ROOT / "config" / "schema.yaml")

@@ -102,7 +102,7 @@ def test_every_knob_is_type_checked(kw, needle):
 
 def test_numeric_scalars_are_accepted_and_stored_as_python_numbers():
     torch = pytest.importorskip("torch")
-    m = Method(q=np.float32(0.25), topr=np.int64(3), eta=np.array(0.1), clip_tau=torch.tensor(2.0),
+    m = Method(selector="hquota_ff", q=np.float32(0.25), topr=np.int64(3), eta=np.array(0.1), clip_tau=torch.tensor(2.0),
                temperature=1, push=[0, np.float64(0.5), -1], recenter=np.bool_(True))
     assert (m.q, m.topr, m.eta, m.clip_tau, m.temperature, m.push, m.recenter) == (0.25, 3, 0.1, 2.0, 1.0,
                                                                                   (0.0, 0.5, -1.0), True)

@@ -169,6 +169,34 @@ PRESETS: dict[str, Method] = {
 PRESETS["ours"] = dataclasses.replace(PRESETS["ours_size_norm"], name="ours")
 
 
+BUILTIN = frozenset(PRESETS)
+
+
+def define_methods(table: dict | None, key: str = "methods") -> dict[str, Method]:
+    """Named method variants from a config table `{name: {base: <preset>, <knob>: value, ...}}`, validated
+    by `Method`, and registered so that the name works wherever a preset name does (in this process:
+    the Snakefile's pre-flight and every job that runs a model call this with the config's table).
+
+    Returns {name: Method}. Raises ValueError naming `key.name` for a name that shadows a built-in
+    preset, a missing or unknown base, or a bad knob."""
+    out = {}
+    for name, spec in (table or {}).items():
+        where = f"config key '{key}.{name}'"
+        if name in BUILTIN:
+            raise ValueError(f"{where}: {name!r} is a built-in method; choose another name")
+        if not isinstance(spec, dict) or not isinstance(spec.get("base"), str):
+            raise ValueError(f"{where}: expected {{base: <method>, <knob>: value, ...}}, got {spec!r}")
+        knobs = {k: v for k, v in spec.items() if k != "base"}
+        if spec["base"] not in PRESETS or spec["base"] == name:
+            raise ValueError(f"{where}: base {spec['base']!r} is not one of {sorted(BUILTIN)} or an earlier entry")
+        try:
+            meth = PRESETS[spec["base"]].replace(**knobs).replace(name=name)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{where}: {e}") from None
+        PRESETS[name] = out[name] = meth
+    return out
+
+
 def resolve_method(method: str | Method = "tome", **overrides) -> Method:
     if isinstance(method, Method):
         base = method

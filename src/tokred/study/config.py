@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..methods import resolve_method, yaml_number_hint
+from ..methods import define_methods, resolve_method, yaml_number_hint
 
 
 def check_config(cfg: dict) -> None:
     """Everything about the config that fails before any job: the task keys (embedded), the dataset
-    paths (paper profile) and the cross-key checks. Raises ValueError naming the config key."""
+    paths (paper profile) and the cross-key checks. Registers the config's named method variants
+    (`methods:`, see `tokred.methods.define_methods`) first. Raises ValueError naming the config key."""
+    define_methods(cfg.get("methods"))
     check_cross_keys(cfg)
     if cfg["model"]["source"] == "embedded":
         from ..data.synthetic import resolve_task
@@ -103,6 +105,26 @@ def check_yaml_types(cfg: dict, schema: dict | str | Path) -> None:
                         problems[key] = _string_number(key, x, integer)
     if problems:
         raise ValueError("\n".join(problems[k] for k in sorted(problems)))
+
+
+def check_schema(cfg: dict, schema: dict | str | Path) -> None:
+    """Validate `cfg` against the JSON schema (a dict or a YAML file) and fail with one line per error,
+    naming the config key: YAML 1.1 typing slips first (`check_yaml_types`, with how to write the
+    value), then every other violation (where Snakemake's own validation reports only the first, with
+    the whole sub-schema). Raises ValueError."""
+    import jsonschema
+    import yaml
+
+    if not isinstance(schema, dict):
+        schema = yaml.safe_load(Path(schema).read_text())
+    check_yaml_types(cfg, schema)
+    lines = {}
+    for err in jsonschema.Draft202012Validator(schema).iter_errors(cfg):
+        leaf = jsonschema.exceptions.best_match(err.context) if err.context else err
+        key = _config_key(leaf.absolute_path) or "(top level)"
+        lines.setdefault(key, f"config key '{key}': {leaf.message}")
+    if lines:
+        raise ValueError("\n".join(lines[k] for k in sorted(lines)))
 
 
 def check_cross_keys(cfg: dict) -> None:

@@ -15,7 +15,11 @@ import time
 import torch
 
 def build_model(cfg: dict, weights_path: str) -> torch.nn.Module:
-    """The profile's model with its weights loaded, in eval mode."""
+    """The profile's model with its weights loaded, in eval mode. Registers the config's named method
+    variants (`methods:`) first, so every method name a run gives resolves in this job."""
+    from ..methods import define_methods
+
+    define_methods(cfg.get("methods"))
     m = cfg["model"]
     if m["source"] == "embedded":
         from ..models import create_embedded_model
