@@ -26,6 +26,18 @@ check_schema(config, Path(workflow.basedir) / "config" / "schema.yaml")
 validate(config, "config/schema.yaml")
 
 
+# Quick report jobs run on the submit host, not as cluster jobs (profiles/slurm).
+localrules:
+    report_reproduce,
+    report_group,
+    report_figures_early,
+    report_figures_ablations,
+    report_overview,
+    report_ood,
+    report_systems,
+    paper,
+
+
 include: "rules/common.smk"
 include: "rules/weights.smk"
 include: "rules/data.smk"

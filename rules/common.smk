@@ -110,8 +110,18 @@ FIGURE_CATEGORY = {"top1_vs_gflops": "ToMe reproduction", "pareto": "Overview", 
                    "token_sweep": "System studies", "merges": "Overview"}
 
 
-def table(name):
-    return [f"{R}/tables/{name}.csv", f"{R}/tables/{name}.tex"]
+def table(name, out=False):
+    """[csv, tex] of a table; as a rule's output (`out=True`) the CSV goes into `snakemake --report`."""
+    csv, tex = f"{R}/tables/{name}.csv", f"{R}/tables/{name}.tex"
+    if out:
+        csv = report(csv, caption="../report/table.rst", category="Tables")
+    return [csv, tex]
+
+
+def bench(name):
+    """A job's `benchmark:` file: wall time, memory and I/O per job (`snakemake --report` shows them; use
+    them to size `mem_mb` and `runtime` in profiles/slurm)."""
+    return f"{R}/benchmarks/{name}.tsv"
 
 
 def with_tome_pairs(group):

@@ -6,6 +6,8 @@ rule eval_set:
         "../environment.yml"
     log:
         f"{R}/logs/eval_set.log",
+    benchmark:
+        bench("eval_set")
     params:
         code=code("build_eval_set.py"),
         cfg={k: config[k] for k in ("model", "data", "task") if k in config},

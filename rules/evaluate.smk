@@ -10,6 +10,8 @@ rule evaluate:
         "../environment.yml"
     log:
         f"{R}/logs/runs/{{group}}/{{run}}.log",
+    benchmark:
+        bench("evaluate/{group}/{run}")
     params:
         code=code("evaluate.py"),
         run=lambda wc: RUNS[(wc.group, wc.run)],
@@ -32,6 +34,8 @@ rule solve_schedule:
         "../environment.yml"
     log:
         f"{R}/logs/schedules/{{schedule}}.log",
+    benchmark:
+        bench("solve_schedule/{schedule}")
     params:
         code=code("solve_schedule.py"),
         spec=lambda wc: SCHEDULES[wc.schedule],

@@ -12,6 +12,8 @@ rule evaluate_ood:
         "../environment.yml"
     log:
         f"{R}/logs/ood/{{condition}}.log",
+    benchmark:
+        bench("evaluate_ood/{condition}")
     params:
         code=code("evaluate_ood.py"),
         cond=lambda wc: OOD_CONDITIONS[wc.condition],
@@ -32,7 +34,7 @@ rule report_ood:
     input:
         metrics=[ood_output(c, r["name"]) for c in OOD_CONDITIONS for r in OOD_RUNS],
     output:
-        table("ood") + [f"{R}/tables/ood_macros.tex"] + [p for fam in OOD_FAMILIES for p in figure(f"ood_{fam}", out=True)],
+        table("ood", out=True) + [f"{R}/tables/ood_macros.tex"] + [p for fam in OOD_FAMILIES for p in figure(f"ood_{fam}", out=True)],
     conda:
         "../environment.yml"
     log:

@@ -11,11 +11,13 @@ rule paper:
         tex="paper/main.tex",
         generated=PAPER_INPUTS,
     output:
-        PAPER_PDF,
+        report(PAPER_PDF, caption="../report/paper.rst", category="Paper"),
     conda:
         "../environment.yml"
     log:
         f"{R}/logs/paper.log",
+    benchmark:
+        bench("paper")
     params:
         build=PAPER_BUILD,
         title=config.get("paper", {}).get("title", ""),

@@ -15,7 +15,7 @@ rule report_reproduce:
     input:
         metrics=[run_output(*BASELINE)] + group_metrics("reproduce"),
     output:
-        table("reproduce") + figure("top1_vs_gflops", out=True),
+        table("reproduce", out=True) + figure("top1_vs_gflops", out=True),
     conda:
         "../environment.yml"
     log:
@@ -31,7 +31,7 @@ rule report_group:
         unpack(lambda wc: with_tome_pairs(wc.group)),
         eval_set=EVAL_SET,
     output:
-        table("{group}"),
+        table("{group}", out=True),
     conda:
         "../environment.yml"
     log:
@@ -109,6 +109,8 @@ rule visualize_merges:
         "../environment.yml"
     log:
         f"{R}/logs/visualize_merges.log",
+    benchmark:
+        bench("visualize_merges")
     params:
         code=code("visualize_merges.py"),
         cfg={k: config[k] for k in ("seed", "model", "methods", "data", "task", "train", "paper") if k in config},

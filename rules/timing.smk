@@ -12,6 +12,8 @@ rule time_latency:
         "../environment.yml"
     log:
         f"{R}/logs/time_latency.log",
+    benchmark:
+        bench("time_latency")
     params:
         code=code("time_latency.py"),
         cfg={k: config[k] for k in ("seed", "model", "methods", "data", "task", "train", "timing") if k in config},
@@ -34,6 +36,8 @@ rule time_runs:
         "../environment.yml"
     log:
         f"{R}/logs/time_runs.log",
+    benchmark:
+        bench("time_runs")
     params:
         code=code("time_runs.py"),
         cfg={k: config[k] for k in ("seed", "model", "methods", "data", "task", "train", "timing") if k in config},
@@ -54,6 +58,8 @@ rule time_tokens:
         "../environment.yml"
     log:
         f"{R}/logs/time_tokens.log",
+    benchmark:
+        bench("time_tokens")
     params:
         code=code("time_tokens.py"),
         cfg={k: config[k] for k in ("seed", "model", "methods", "data", "task", "train", "timing") if k in config},

@@ -8,6 +8,8 @@ if EMBEDDED:
             "../environment.yml"
         log:
             f"{R}/logs/train_embedded.log",
+        benchmark:
+            bench("train_embedded")
         params:
             code=code("train_embedded.py"),
             cfg={k: config[k] for k in ("seed", "model", "task", "train")},
@@ -27,6 +29,8 @@ else:
             "../environment.yml"
         log:
             f"{R}/logs/download_weights.log",
+        benchmark:
+            bench("download_weights")
         params:
             code=code("download_weights.py"),
             cfg={"model": config["model"]},
