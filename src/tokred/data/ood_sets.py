@@ -85,17 +85,13 @@ def imagenet_r_mask(root: str | Path, class_index_wnids: Sequence[str] | None = 
     over the same 200 classes. Every class folder must be one of them. With another class list (a
     `wnids_file`, where timm's indices do not apply): the indices of the class folders present.
     Raises ValueError naming a folder that is no ImageNet-R class or has no index (or an index
-    >= `num_classes`).
+    >= `num_classes`); the mask's indices are checked against the logits by `restrict_to_mask`.
     """
     root = Path(root)
     _, labels = _imagenet_r_folders(root, class_index_wnids, num_classes)
     if not _is_imagenet1k(class_index_wnids):
         return labels
-    mask = list(imagenet_r_classes()[1])
-    if num_classes is not None and mask[-1] >= num_classes:
-        raise ValueError(f"ImageNet-R directory {root}: ImageNet-R's classes reach class index {mask[-1]}, "
-                         f"outside the model's num_classes {num_classes}")
-    return mask
+    return list(imagenet_r_classes()[1])
 
 
 def list_imagenet_r(root: str | Path, class_index_wnids: Sequence[str] | None = None, *,

@@ -69,6 +69,9 @@ def restrict_to_mask(logits: torch.Tensor, labels: torch.Tensor, mask: list[int]
     if mask is None:
         return logits, labels
     idx = torch.tensor(mask)
+    if int(idx.max()) >= logits.shape[1]:
+        raise ValueError(f"ImageNet-R's classes reach class index {int(idx.max())}, but the model has "
+                         f"{logits.shape[1]} logits")
     pos = torch.full((max(int(idx.max()), int(labels.max())) + 1,), -1, dtype=torch.long)
     pos[idx] = torch.arange(len(idx))
     return logits[:, idx], pos[labels]
