@@ -12,10 +12,8 @@ imports torch, and the pre-flight (`tokred.study.config`) stays torch-free.
 """
 from __future__ import annotations
 
-# config key under `data` -> the key of timm's data config it overrides
-OVERRIDES = {"img_size": "img_size", "crop_pct": "crop_pct", "interpolation": "interpolation"}
-
-DATA_CONFIG_KEYS = ("input_size", "crop_pct", "interpolation", "mean", "std", "crop_mode")
+# keys under `data` that override the model's value when set; timm's resolve_data_config takes them by these names
+OVERRIDES = ("img_size", "crop_pct", "interpolation")
 
 
 def data_config(cfg: dict) -> dict:
@@ -47,7 +45,7 @@ def data_config(cfg: dict) -> dict:
         raise ValueError(f"config key 'model.name': timm has no pretrained config for {name!r} "
                          "(timm.models.get_pretrained_cfg), so its preprocessing is unknown")
     d = cfg.get("data") or {}
-    args = {timm_key: d[key] for key, timm_key in OVERRIDES.items() if d.get(key) is not None}
+    args = {key: d[key] for key in OVERRIDES if d.get(key) is not None}
     native = tuple(int(v) for v in pretrained.input_size)
     if "img_size" in args and native[1:] != (args["img_size"],) * 2:
         raise ValueError(f"config key 'data.img_size': {args['img_size']} differs from {name}'s input size "
