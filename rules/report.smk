@@ -82,6 +82,7 @@ rule report_overview:
     input:
         metrics=[run_output(g, r) for (g, r) in RUNS],
         weights=WEIGHTS,
+        eval_set=EVAL_SET,
     output:
         figure("pareto", out=True) + [f"{R}/tables/macros.tex", f"{R}/tables/runs.tex"],
     conda:

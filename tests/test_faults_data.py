@@ -36,11 +36,11 @@ def _images(folder: Path, n: int = 1, names=None, size=(8, 8)) -> None:
         Image.fromarray(arr).save(folder / name)
 
 
-def _imc(root: Path, wnids, corruptions=C_CORRUPTIONS, severities=range(1, 6)) -> Path:
+def _imc(root: Path, wnids, corruptions=C_CORRUPTIONS, severities=range(1, 6), size=(8, 8)) -> Path:
     for c in corruptions:
         for s in severities:
             for w in wnids:
-                _images(root / c / str(s) / w)
+                _images(root / c / str(s) / w, size=size)
     return root
 
 
@@ -103,20 +103,21 @@ def test_ood_job_labels_partial_sets_by_wnid_index(tmp_path):
     from tokred.study.ood import condition_images
 
     imc = _imc(tmp_path / "imagenet-c", ["n01440764", "n01443537", "n15075141"],
-               ["gaussian_noise"], [2])
+               ["gaussian_noise"], [2], size=(224, 224))  # stored 224 px crops, as DeiT-S takes them
     imr = tmp_path / "imagenet-r"
-    for w in ("n01443537", "n09193705"):
+    for w in ("n01443537", "n12267677"):  # ImageNet-R classes 1 and 988
         _images(imr / w)
     es = tmp_path / "eval_set.pt"
     torch.save({"images": torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "labels": torch.zeros(1),
                 "mean": (0.5,) * 3, "std": (0.5,) * 3}, es)
     cfg = _cfg(imagenet_val=str(_val_folder(tmp_path)), imagenet_c=str(imc), imagenet_r=str(imr),
-               img_size=8, decode_workers=0)
+               decode_workers=0)
     cond = {"kind": "dataset", "dataset": "imagenet_c", "corruption": "gaussian_noise",
             "severity": 2}
     assert condition_images(cfg, cond, str(es))["labels"].tolist() == [0, 1, 999]
     out = condition_images(cfg, {"kind": "dataset", "dataset": "imagenet_r"}, str(es))
-    assert out["labels"].tolist() == [1, 970] and out["class_mask"] == [1, 970]
+    # scored over ImageNet-R's 200 classes (timm's list), whichever of them the folder holds
+    assert out["labels"].tolist() == [1, 988] and out["class_mask"] == list(classes.imagenet_r_classes()[1])
 
 
 def _val_folder(tmp_path: Path, wnids=("n01440764", "n01443537", "n15075141")) -> Path:
@@ -177,11 +178,11 @@ def test_imagenet_r_subset_uses_the_wnid_index_whatever_val_holds(tmp_path):
     """ImageNet-R's mask came from the val class folders: a val subset shifted every index."""
     val = _val_folder(tmp_path, ["n01440764", "n01443537", "n15075141"])
     imr = tmp_path / "imagenet-r"
-    for w in ("n01443537", "n09193705"):
+    for w in ("n01443537", "n12267677"):  # ImageNet-R classes 1 and 988
         _images(imr / w, 2)
     preflight.check_config(_cfg(imagenet_val=str(val), imagenet_r=str(imr)))
-    assert ood_sets.imagenet_r_mask(imr) == [1, 970]
-    assert [y for _, y in list_imagenet_r(imr)] == [1, 1, 970, 970]
+    assert ood_sets.imagenet_r_mask(imr) == list(classes.imagenet_r_classes()[1])
+    assert [y for _, y in list_imagenet_r(imr)] == [1, 1, 988, 988]
     # a flat val set (no wnids of its own) no longer stops ImageNet-R
     flat = tmp_path / "flat"
     _images(flat, names=["a.JPEG"])
@@ -282,7 +283,7 @@ def test_eval_set_job_applies_the_declared_numbering(devkit_subset, tmp_path):
 
     root, lf = devkit_subset
     lf.write_text("\n".join(str(y + 1) for y in TRUE_LABELS))
-    cfg = _cfg(imagenet_val=str(root), labels_file=str(lf), img_size=8, decode_workers=0,
+    cfg = _cfg(imagenet_val=str(root), labels_file=str(lf), decode_workers=0,
                labels_convention="sorted_wnid_index_1based")
     out = tmp_path / "eval_set.pt"
     assert eval_set.build_eval_set(cfg, str(out)) == 5

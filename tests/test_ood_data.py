@@ -16,7 +16,7 @@ from tokred.data.ood_sets import build_center_crop_transform, check_ood_paths, i
 
 # A pretend 6-class "ImageNet": sorted wnids are the class index order.
 ALL_WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361", "n01494475", "n01496331"]
-R_WNIDS = ["n01443537", "n01491361", "n01496331"]  # classes 1, 3, 5
+R_WNIDS = ["n01443537", "n01484850", "n01494475"]  # classes 1, 2, 4: ImageNet-R classes
 C_CORRUPTIONS = ["gaussian_blur", "gaussian_noise", "jpeg_compression"]
 
 
@@ -103,21 +103,21 @@ def test_wnids_from_timm_or_file(tmp_path):
 
 def test_r_mask_and_labels_index_the_full_class_space(imr):
     mask = imagenet_r_mask(imr, ALL_WNIDS)
-    assert mask == [1, 3, 5]
+    assert mask == [1, 2, 4]
     samples = list_imagenet_r(imr, ALL_WNIDS)
-    assert [y for _, y in samples] == [1, 3, 3, 5, 5, 5]
+    assert [y for _, y in samples] == [1, 2, 2, 4, 4, 4]
     assert all(ALL_WNIDS[y] == p.parent.name for p, y in samples)
 
 
 def test_r_errors(imr, rng):
-    with pytest.raises(ValueError, match="n01491361.*not one of the 2 classes"):
+    with pytest.raises(ValueError, match="n01484850.*not one of the 2 classes"):
         imagenet_r_mask(imr, ALL_WNIDS[:2])
     with pytest.raises(ValueError, match="sorted order"):
         imagenet_r_mask(imr, list(reversed(ALL_WNIDS)))
-    (imr / "n01496331" / "img_0.jpg").unlink()
-    for f in (imr / "n01496331").iterdir():
+    (imr / "n01494475" / "img_0.jpg").unlink()
+    for f in (imr / "n01494475").iterdir():
         f.unlink()
-    with pytest.raises(ValueError, match="n01496331 contains no images"):
+    with pytest.raises(ValueError, match="n01494475 contains no images"):
         list_imagenet_r(imr, ALL_WNIDS)
     _write_images(imr / "dogs", 1, rng)
     with pytest.raises(ValueError, match="'dogs' is not an ImageNet wnid"):

@@ -255,7 +255,7 @@ def test_paper_profile_end_to_end_on_loopback(tmp_path, hub):
         _jpegs(val / c, rng)
     for label in ("0", "2"):  # ImageNet-V2: the folder name is the label
         _jpegs(v2 / label, rng)
-    for c in wnids[1:]:  # ImageNet-R: a subset of the classes, scored on their logits only
+    for c in wnids[1:]:  # ImageNet-R: a subset of its classes, scored on ImageNet-R's 200 classes' logits
         _jpegs(im_r / c, rng)
     for c in wnids:  # ImageNet-C: pre-rendered 224 crops
         _jpegs(im_c / "gaussian_noise" / "1" / c, rng, size=(224, 224))
@@ -276,7 +276,7 @@ def test_paper_profile_end_to_end_on_loopback(tmp_path, hub):
     assert table.set_index("run").loc["tome_r13", "gflops"] == pytest.approx(2.712, rel=0.005)
     assert table.n_images.iloc[0] == 6
     assert (res / "paper" / "paper.pdf").exists()
-    # OOD: every condition has every run; V2 labels are the folder integers, R is scored on its classes
+    # OOD: every condition has every run; V2 labels are the folder integers, R is scored on its 200 classes
     ood = pd.read_csv(res / "tables" / "ood.csv")
     assert set(ood.family) == {"clean", "gaussian_noise", "imagenet_v2", "imagenet_r", "imagenet_c-gaussian_noise"}
     assert set(ood.run) == {"base", "tome_r13", "ours_size_norm_matched"}
@@ -285,7 +285,7 @@ def test_paper_profile_end_to_end_on_loopback(tmp_path, hub):
     v2_labels = torch.load(res / "ood" / "imagenet_v2" / "base" / "logits.pt", weights_only=False)
     assert sorted(set(v2_labels["labels"].tolist())) == [0, 2] and v2_labels["logits"].shape == (4, 1000)
     r_out = torch.load(res / "ood" / "imagenet_r" / "base" / "logits.pt", weights_only=False)
-    assert r_out["logits"].shape == (4, 2) and sorted(set(r_out["labels"].tolist())) == [0, 1]
+    assert r_out["logits"].shape == (4, 200) and sorted(set(r_out["labels"].tolist())) == [0, 1]
     sched = yaml.safe_load((res / "schedules" / "ours_size_norm-uniform-tome_r13.json").read_text())
     assert sched["achieved_gflops"] == pytest.approx(sched["target_gflops"], rel=0.01)
 

@@ -77,7 +77,9 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
 
 
 def load_eval_set(path: str) -> dict:
-    """The eval set written by `build_eval_set`, memory-mapped: {"images", "labels", "mean", "std"}."""
+    """The eval set written by `build_eval_set`, memory-mapped: {"images", "labels", "mean", "std",
+    "preprocess"} ("preprocess": the hub model's data config, None for the embedded model; absent in
+    sets written before it was recorded)."""
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=False, mmap=True)

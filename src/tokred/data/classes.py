@@ -4,6 +4,7 @@ Class index order: the ImageNet-1k wnids sorted as strings, read from timm's bun
 (`timm/data/_info/imagenet_synsets.txt`, as `timm.data.ImageNetInfo` reads it) as a file, so the
 Snakefile's pre-flight needs no torch. A `wnids_file` replaces the list for models with another class
 space. Wnid folders are labelled by the wnid's index, never by their rank among the folders present.
+ImageNet-R's 200 classes come from timm's bundled lists too (`imagenet_r_classes`).
 """
 from __future__ import annotations
 
@@ -37,6 +38,27 @@ def is_wnid(name: str) -> bool:
     return len(name) == 9 and name[0] == "n" and set(name[1:]) <= _WNID_CHARS
 
 
+def _timm_info_text(name: str) -> str:
+    """The text of timm's bundled `timm/data/_info/<name>`, read as a file without importing timm
+    (which imports torch): the Snakefile's pre-flight reads these lists. Raises RuntimeError if timm
+    or the file is missing."""
+    spec = importlib.util.find_spec("timm")  # locates the package without executing it
+    if spec is None:
+        raise RuntimeError(f"timm is not installed: it provides the ImageNet class lists "
+                           f"(timm/data/_info/{name})")
+    for loc in spec.submodule_search_locations or ():
+        f = Path(loc) / "data" / "_info" / name
+        if f.is_file():
+            return f.read_text()
+    # e.g. timm inside a zip: let timm's own loader find it
+    import pkgutil
+
+    data = pkgutil.get_data("timm.data", f"_info/{name}")
+    if data is None:
+        raise RuntimeError(f"timm ({spec.origin}) has no data/_info/{name}: reinstall timm")
+    return data.decode()
+
+
 @functools.lru_cache(maxsize=1)
 def imagenet1k_wnids() -> tuple[str, ...]:
     """The 1000 ImageNet-1k wnids in class index order (sorted), from the list timm ships.
@@ -45,26 +67,30 @@ def imagenet1k_wnids() -> tuple[str, ...]:
     from timm's install folder without importing timm (which imports torch): this runs while
     Snakemake builds the DAG. Raises RuntimeError if timm or the file is missing or malformed.
     """
-    spec = importlib.util.find_spec("timm")  # locates the package without executing it
-    if spec is None:
-        raise RuntimeError("timm is not installed: it provides the ImageNet-1k class list "
-                           "(timm/data/_info/imagenet_synsets.txt)")
-    text = None
-    for loc in spec.submodule_search_locations or ():
-        f = Path(loc) / "data" / "_info" / "imagenet_synsets.txt"
-        if f.is_file():
-            text = f.read_text()
-            break
-    if text is None:  # e.g. timm inside a zip: let timm's own loader find it
-        import pkgutil
-
-        data = pkgutil.get_data("timm.data", "_info/imagenet_synsets.txt")
-        text = data.decode() if data is not None else ""
-    wnids = tuple(text.split())
+    wnids = tuple(_timm_info_text("imagenet_synsets.txt").split())
     if len(wnids) != 1000 or list(wnids) != sorted(set(wnids)) or not all(map(is_wnid, wnids)):
-        raise RuntimeError(f"timm's ImageNet-1k class list ({spec.origin}) is not 1000 sorted "
+        raise RuntimeError(f"timm's ImageNet-1k class list (imagenet_synsets.txt) is not 1000 sorted "
                            f"wnids ({len(wnids)} entries): reinstall timm")
     return wnids
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_r_classes() -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """ImageNet-R's 200 classes (Hendrycks et al., "The Many Faces of Robustness", ICCV 2021): their
+    wnids (sorted) and their ImageNet-1k class indices (increasing), from the lists timm ships
+    (`timm/data/_info/imagenet_r_synsets.txt`, `imagenet_r_indices.txt`), read as files (no torch).
+
+    Raises RuntimeError if the files are missing, or the indices are not the wnids' positions in
+    `imagenet1k_wnids` (the two lists disagree).
+    """
+    wnids = tuple(_timm_info_text("imagenet_r_synsets.txt").split())
+    indices = tuple(int(v) for v in _timm_info_text("imagenet_r_indices.txt").split())
+    index = {w: i for i, w in enumerate(imagenet1k_wnids())}
+    if (len(wnids) != 200 or list(wnids) != sorted(set(wnids))
+            or [index.get(w) for w in wnids] != list(indices)):
+        raise RuntimeError("timm's ImageNet-R lists (imagenet_r_synsets.txt, imagenet_r_indices.txt) are not "
+                           "200 sorted ImageNet-1k wnids and their class indices: reinstall timm")
+    return wnids, indices
 
 
 def _class_index(class_index_wnids: Sequence[str] | None) -> dict[str, int]:

@@ -60,30 +60,45 @@ class ToRGB:
 
 
 def resize_size(img_size: int, crop_pct: float) -> int:
-    """Shorter-side resize before the centre crop, timm's eval convention: floor(size / crop_pct)."""
-    # The epsilon keeps exact ratios exact despite float error (224 / 0.875 = 256, not 255.99...).
-    return int(math.floor(img_size / crop_pct + 1e-6))
+    """Resize before the centre crop, timm's eval convention (`timm.data.transforms_imagenet_eval`):
+    floor(size / crop_pct), e.g. 224 / 0.9 -> 248, 224 / 0.875 -> 256."""
+    return int(math.floor(img_size / crop_pct))
 
 
-def build_transform(img_size: int = 224, crop_pct: float = 0.875, interpolation: str = "bicubic"):
-    """PIL image -> uint8 tensor [3, img_size, img_size]: RGB, resize shorter side, centre crop.
+CROP_MODES = ("center", "squash", "border")  # timm's eval crop modes
 
-    crop_pct 0.875 -> resize 256 (DeiT/ToMe papers), 0.9 -> 248 (timm's DeiT-S config).
-    No normalisation: the cache stores uint8.
+
+def build_transform(img_size: int | tuple[int, int] = 224, crop_pct: float = 0.875,
+                    interpolation: str = "bicubic", *, crop_mode: str = "center",
+                    mean: tuple[float, ...] | None = None):
+    """PIL image -> uint8 tensor [3, H, W]: RGB, then timm's eval transform
+    (`timm.data.create_transform(is_training=False, normalize=False)`): with crop_mode 'center',
+    shorter side resized to floor(size / crop_pct) (`resize_size`) and a centre crop of `img_size`
+    (int or (H, W)); 'squash' and 'border' as timm defines them (`mean` is border's fill colour).
+
+    timm's factory rather than a hand-built copy, so every crop mode and size a pretrained config
+    names is done as timm does it; for 'center' it is torchvision's Resize + CenterCrop, pixel for
+    pixel what this function built before (tests/test_preprocess.py). No normalisation: the cache
+    stores uint8. Raises ValueError for an unknown interpolation or crop mode, or crop_pct outside (0, 1].
     """
+    from timm.data import create_transform
+    from timm.data.transforms import str_to_interp_mode
     from torchvision import transforms as T
 
-    modes = {m.value: m for m in T.InterpolationMode}
-    if interpolation not in modes:
-        raise ValueError(f"unknown interpolation '{interpolation}' (one of {sorted(modes)})")
+    try:
+        str_to_interp_mode(interpolation)
+    except KeyError:
+        raise ValueError(f"unknown interpolation '{interpolation}' (timm's names: nearest, bilinear, "
+                         "bicubic, box, hamming, lanczos)") from None
     if not 0 < crop_pct <= 1:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
-    return T.Compose([
-        ToRGB(),
-        T.Resize(resize_size(img_size, crop_pct), interpolation=modes[interpolation]),
-        T.CenterCrop(img_size),
-        T.PILToTensor(),
-    ])
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"unknown crop_mode '{crop_mode}' (one of {list(CROP_MODES)})")
+    kw = {} if mean is None else {"mean": tuple(mean)}
+    size = tuple(img_size) if isinstance(img_size, (tuple, list)) else (img_size, img_size)
+    timm_tf = create_transform(input_size=(3, *size), is_training=False, crop_pct=crop_pct,
+                               interpolation=interpolation, crop_mode=crop_mode, normalize=False, **kw)
+    return T.Compose([ToRGB(), *timm_tf.transforms])
 
 
 # ---------------------------------------------------------------------------------- listing

@@ -2,7 +2,8 @@
 
 ImageNet-V2:  root/<0..999>/*.jpeg, the folder name is the label (`list_imagenet_v2`).
 ImageNet-R:   root/<wnid>/*.jpg, 200 of the 1000 classes; labels are indices in the 1000-class space,
-              and the logits are restricted to the 200 classes (`imagenet_r_mask`).
+              and the logits are restricted to the 200 classes of timm's bundled list
+              (`imagenet_r_mask`); a folder outside them is an error naming it.
 ImageNet-C:   root/<corruption>/<severity 1-5>/<wnid>/*.JPEG, already 224 px centre crops
               (`list_imagenet_c`, `build_center_crop_transform`).
 Wnid folders are labelled by the wnid's class index (`tokred.data.classes`), so a set holding any
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .classes import check_class_wnids, imagenet_wnids, wnid_labels
+from .classes import check_class_wnids, imagenet1k_wnids, imagenet_r_classes, imagenet_wnids, wnid_labels
 from .imagenet import ToRGB, folder_samples, image_files, list_samples
 
 
@@ -54,24 +55,52 @@ def _wnid_folders(root: Path, what: str, class_index_wnids: Sequence[str] | None
     return names, labels
 
 
-def imagenet_r_mask(root: str | Path, class_index_wnids: Sequence[str] | None = None, *,
-                    num_classes: int | None = None) -> list[int]:
-    """Class indices (in the full class space: `class_index_wnids`, all wnids sorted, default
-    timm's ImageNet-1k list) of ImageNet-R's class folders, in sorted-wnid order (so increasing):
-    one per folder (200 for ImageNet-R). Raises ValueError naming a folder that has no index."""
-    root = Path(root)
+def _is_imagenet1k(class_index_wnids: Sequence[str] | None) -> bool:
+    return class_index_wnids is None or tuple(class_index_wnids) == imagenet1k_wnids()
+
+
+def _imagenet_r_folders(root: Path, class_index_wnids: Sequence[str] | None,
+                        num_classes: int | None) -> tuple[list[str], list[int]]:
+    """ImageNet-R's class folders and their class indices; in ImageNet-1k's class space each folder
+    must be one of ImageNet-R's 200 classes (timm's list, `imagenet_r_classes`)."""
     if class_index_wnids is not None:
         class_index_wnids = check_class_wnids(class_index_wnids, "class_index_wnids", None)
-    return _wnid_folders(root, "ImageNet-R", class_index_wnids, num_classes)[1]
+    names, labels = _wnid_folders(root, "ImageNet-R", class_index_wnids, num_classes)
+    if _is_imagenet1k(class_index_wnids):
+        r_wnids = set(imagenet_r_classes()[0])
+        for name in names:
+            if name not in r_wnids:
+                raise ValueError(f"ImageNet-R directory {root}: class folder {name!r} is an ImageNet-1k wnid "
+                                 f"but not one of ImageNet-R's 200 classes (timm's imagenet_r_synsets.txt)")
+    return names, labels
+
+
+def imagenet_r_mask(root: str | Path, class_index_wnids: Sequence[str] | None = None, *,
+                    num_classes: int | None = None) -> list[int]:
+    """Class indices (in the full class space) ImageNet-R's logits are restricted to, increasing.
+
+    In ImageNet-1k's class space (`class_index_wnids` None or timm's ImageNet-1k list): the 200
+    ImageNet-R classes of timm's bundled list (`imagenet_r_indices.txt`), whichever of them the
+    folder holds, as the benchmark scores (Hendrycks et al., ICCV 2021), so a partial set is scored
+    over the same 200 classes. Every class folder must be one of them. With another class list (a
+    `wnids_file`, where timm's indices do not apply): the indices of the class folders present.
+    Raises ValueError naming a folder that is no ImageNet-R class or has no index (or an index
+    >= `num_classes`); the mask's indices are checked against the logits by `restrict_to_mask`.
+    """
+    root = Path(root)
+    _, labels = _imagenet_r_folders(root, class_index_wnids, num_classes)
+    if not _is_imagenet1k(class_index_wnids):
+        return labels
+    return list(imagenet_r_classes()[1])
+
 
 def list_imagenet_r(root: str | Path, class_index_wnids: Sequence[str] | None = None, *,
                     num_classes: int | None = None) -> list[tuple[Path, int]]:
     """ImageNet-R samples; the label is the index into the full class space (not 0..199), so it
-    compares directly with the logits restricted by `tokred.study.ood.restrict_to_mask`."""
+    compares directly with the logits restricted by `tokred.study.ood.restrict_to_mask`. Class folders
+    are checked as in `imagenet_r_mask` (ValueError naming the folder)."""
     root = Path(root)
-    if class_index_wnids is not None:
-        class_index_wnids = check_class_wnids(class_index_wnids, "class_index_wnids", None)
-    wnids, labels = _wnid_folders(root, "ImageNet-R", class_index_wnids, num_classes)
+    wnids, labels = _imagenet_r_folders(root, class_index_wnids, num_classes)
     return folder_samples(root, wnids, labels)
 
 
@@ -131,28 +160,31 @@ def list_imagenet_c(root: str | Path, corruptions: Sequence[str] | str | None = 
 class _RequireSize:
     """Refuse images smaller than the crop (CenterCrop would silently pad them with black)."""
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int | tuple[int, int]):
+        self.size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)  # (H, W)
 
     def __call__(self, img):
         w, h = img.size
-        if w < self.size or h < self.size:
-            raise ValueError(f"image is {w}x{h}, smaller than the {self.size} centre crop")
+        if h < self.size[0] or w < self.size[1]:
+            crop = str(self.size[0]) if self.size[0] == self.size[1] else f"{self.size[1]}x{self.size[0]}"
+            raise ValueError(f"image is {w}x{h}, smaller than the {crop} centre crop")
         return img
 
     def __repr__(self) -> str:
         return f"RequireSize({self.size})"
 
 
-def build_center_crop_transform(img_size: int = 224):
-    """PIL image -> uint8 tensor [3, img_size, img_size]: RGB, centre crop only (no resize).
+def build_center_crop_transform(img_size: int | tuple[int, int] = 224):
+    """PIL image -> uint8 tensor [3, H, W]: RGB, centre crop only (no resize) of `img_size` (int or (H, W)).
 
     For sets stored as 224 centre crops (ImageNet-C). With img_size < 224 this keeps the central
-    region, a different field of view than the resize + crop of `build_transform`.
+    region, a different field of view than the resize + crop of `build_transform`; a model larger
+    than the stored images fails on the first image, naming it.
     """
     from torchvision import transforms as T
 
-    return T.Compose([ToRGB(), _RequireSize(img_size), T.CenterCrop(img_size), T.PILToTensor()])
+    size = tuple(img_size) if isinstance(img_size, (tuple, list)) else img_size
+    return T.Compose([ToRGB(), _RequireSize(img_size), T.CenterCrop(size), T.PILToTensor()])
 
 
 def _check_imagenet_c_shallow(root, corruptions, severities, class_index_wnids=None,

@@ -34,24 +34,31 @@ def condition_images(cfg: dict, cond: dict, eval_set_path: str) -> dict:
 
     from ..data import imagenet, ood_sets
     from ..data.classes import imagenet_wnids
+    from ..data.preprocess import data_config, eval_transform
 
     d = cfg["data"]
-    size = d.get("img_size", 224)
+    # The clean set's preprocessing (timm's pretrained config of model.name, data.* overrides), so V2/R
+    # images are prepared as the val images were; a mismatch with the recorded one (timm upgraded, a key
+    # edited by hand since the eval set was built) would compare unlike inputs.
+    dc = data_config(cfg)
+    if es.get("preprocess") is not None and dict(es["preprocess"]) != dc:
+        raise ValueError(f"eval set {eval_set_path} was preprocessed with {es['preprocess']}, but model.name / "
+                         f"data.img_size, crop_pct, interpolation now give {dc}: rebuild the eval set")
     n_cls = d.get("num_classes", 1000)
     # Wnid folders are labelled by the wnid's class index (timm's ImageNet-1k list or wnids_file).
     wnids = imagenet_wnids(d.get("wnids_file"), num_classes=n_cls)
     if cond["dataset"] == "imagenet_v2":
         samples = ood_sets.list_imagenet_v2(d["imagenet_v2"], num_classes=n_cls)
-        tf = imagenet.build_transform(size, d["crop_pct"], d["interpolation"])
+        tf = eval_transform(dc)
     elif cond["dataset"] == "imagenet_r":
         samples = ood_sets.list_imagenet_r(d["imagenet_r"], wnids, num_classes=n_cls)
         out["class_mask"] = ood_sets.imagenet_r_mask(d["imagenet_r"], wnids, num_classes=n_cls)
-        tf = imagenet.build_transform(size, d["crop_pct"], d["interpolation"])
-    else:  # imagenet_c: pre-rendered 224 crops, centre crop only
+        tf = eval_transform(dc)
+    else:  # imagenet_c: stored as 224 px centre crops (Hendrycks & Dietterich 2019): centre crop only
         listing = ood_sets.list_imagenet_c(d["imagenet_c"], [cond["corruption"]], [cond["severity"]],
                                            class_index_wnids=wnids, num_classes=n_cls)
         samples = listing[(cond["corruption"], cond["severity"])]
-        tf = ood_sets.build_center_crop_transform(size)
+        tf = ood_sets.build_center_crop_transform(tuple(dc["input_size"][1:]))
     out["images"], out["labels"] = imagenet.build_eval_cache(samples, tf, limit=limit,
                                                              num_workers=d.get("decode_workers", 0))
     return out
@@ -62,6 +69,9 @@ def restrict_to_mask(logits: torch.Tensor, labels: torch.Tensor, mask: list[int]
     if mask is None:
         return logits, labels
     idx = torch.tensor(mask)
+    if int(idx.max()) >= logits.shape[1]:
+        raise ValueError(f"ImageNet-R's classes reach class index {int(idx.max())}, but the model has "
+                         f"{logits.shape[1]} logits")
     pos = torch.full((max(int(idx.max()), int(labels.max())) + 1,), -1, dtype=torch.long)
     pos[idx] = torch.arange(len(idx))
     return logits[:, idx], pos[labels]
