@@ -9,6 +9,9 @@ data (`tokred.methods.Method`), not a copy of the block.
 
 The model's pooling is patched too, so that a read-out of merged tokens counts each token as the
 patches it holds (see `patch` for what each of timm's poolings becomes).
+
+One module (over 300 lines): the block, its attention and the pooling are subclasses swapped in
+together by `patch`, sharing one per-forward state.
 """
 from __future__ import annotations
 

@@ -31,6 +31,9 @@ Accepted layouts (`list_samples`):
 
 torch/torchvision/PIL/timm are imported lazily: `check_dataset_path` and `check_ood_paths` run while
 Snakemake builds the DAG (timm's synset list is read as a file, without importing timm).
+
+One module (over 300 lines) because the layouts, the label-file conventions and the decoding cache
+describe one thing, the validation set, and are checked against each other.
 """
 from __future__ import annotations
 

@@ -26,6 +26,9 @@ image ``i`` of ``make_images(task, n, seed, start)`` depends only on the task, t
 count is drawn first, so the labels of an index do not depend on the appearance knobs.
 The training loop draws from a separate stream (``stream="train"``), so no training image can
 coincide with a held-out image, whatever the seeds.
+
+One module (over 300 lines): the task keys, their defaults and the drawing code that reads them
+change together.
 """
 from __future__ import annotations
 

@@ -8,6 +8,9 @@ silently changing every number in the paper.
 
 Only the standard library is imported at module level: Snakemake may import this module while it
 builds the DAG (e.g. for `hub_url`), which must stay fast and must not pull in torch.
+
+One module (over 300 lines): download, adoption of a file placed by hand, the format check and
+loading all guard the same artefact, and each calls the check.
 """
 from __future__ import annotations
 
