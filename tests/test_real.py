@@ -255,7 +255,7 @@ def test_views_are_deterministic_and_prefix_stable(photos):
 # --- fidelity metrics -----------------------------------------------------------------------------
 
 def _cka_gram(X, Y):
-    """Reference: CKA as normalised HSIC with centring matrix H (Kornblith et al. 2019, eq. 3-4)."""
+    """Reference: CKA as normalised HSIC of linear kernels, centring matrix H (Kornblith et al. 2019)."""
     n = X.shape[0]
     H = torch.eye(n, dtype=torch.float64) - 1.0 / n
     K, L = X.double() @ X.double().T, Y.double() @ Y.double().T

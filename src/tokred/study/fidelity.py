@@ -1,8 +1,8 @@
 """Head-free fidelity: how close a reduced model's features stay to the unreduced model's on the same images.
 
 For backbones without a classifier (e.g. the DINOv2 ViT-S of `tokred.data.real`) top-1, KL and margin
-do not exist; these metrics compare features instead (SPEC §4's per-block CKA and angle, plus the
-final CLS feature and the nearest-neighbour structure of the image set). B is the unreduced model,
+do not exist; these metrics compare features instead: the final CLS feature, the per-block linear CKA
+and angle of the CLS features, and the nearest-neighbour structure of the image set. B is the unreduced model,
 M the reduced one; feature matrices are [N images, C channels] float tensors, and every metric is
 computed in float64 and returned as a Python float.
 
@@ -31,8 +31,8 @@ def _pair(base: torch.Tensor, red: torch.Tensor, what: str) -> tuple[torch.Tenso
 
 def _angles(base: torch.Tensor, red: torch.Tensor) -> torch.Tensor:
     """Per-row angle in radians, 2 atan2(|u - v|, |u + v|) of the unit vectors: accurate near 0 and pi,
-    where arccos of a rounded cosine is not (Kahan, "How futile are mindless assessments of roundoff
-    in floating-point computation?", 2006, §12)."""
+    where arccos of a rounded cosine is not (W. Kahan, "How Futile are Mindless Assessments of Roundoff
+    in Floating-Point Computation?", 2006, on mangled angles)."""
     u = torch.nn.functional.normalize(base, dim=1)
     v = torch.nn.functional.normalize(red, dim=1)
     return 2 * torch.atan2((u - v).norm(dim=1), (u + v).norm(dim=1))
@@ -45,15 +45,15 @@ def cls_cosine(base: torch.Tensor, red: torch.Tensor) -> float:
 
 
 def cls_angle(base: torch.Tensor, red: torch.Tensor) -> float:
-    """Mean over images of the angle between B's and M's features [N, C], in degrees (SPEC §4: arccos
-    of the per-image cosine; computed in the numerically stable atan2 form, `_angles`)."""
+    """Mean over images of the angle between B's and M's features [N, C], in degrees: arccos of the
+    per-image cosine, computed in the numerically stable atan2 form (`_angles`)."""
     base, red = _pair(base, red, "cls_angle")
     return math.degrees(_angles(base, red).mean().item())
 
 
 def linear_cka(X: torch.Tensor, Y: torch.Tensor) -> float:
     """Linear CKA of two representations of the same N images, X [N, C1] and Y [N, C2] (Kornblith et al.,
-    "Similarity of Neural Network Representations Revisited", ICML 2019, eq. (5) / SPEC §4).
+    "Similarity of Neural Network Representations Revisited", ICML 2019: CKA with a linear kernel).
 
     Columns are centred over the images, then ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F), in [0, 1].
     Invariant to orthogonal transforms and isotropic scaling of either side (not to arbitrary linear
