@@ -42,7 +42,7 @@ def photos():
 
 @pytest.fixture(scope="module")
 def views(photos):
-    return real.photo_views(photos[::9], 6, seed=0)[0]  # 3 photos: a centre view and a crop of each
+    return real.photo_views(photos[::9], 5, seed=0)[0]  # 3 photos: their centre views and two crops
 
 
 # --- wheels ---------------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ def test_fidelity_summary_on_the_real_model(model, views):
     assert same["tokens"] == [197] * 12 and same["rel_cost"] == 1.0
     # collect_features' final CLS is the model's own output (num_classes=0: the normed CLS token)
     with torch.no_grad():
-        torch.testing.assert_close(base["cls"], model(views), atol=1e-5, rtol=0)
+        torch.testing.assert_close(base["cls"][:2], model(views[:2]), atol=1e-5, rtol=0)
     red = fidelity.collect_features(tokred.patch(copy.deepcopy(model), "tome", r=13), views, batch_size=4)
     s = fidelity.fidelity_summary(base, red, ks=(1, 3))
     assert s["tokens"] == [197 - 13 * (i + 1) for i in range(12)]  # kept counts after each block
