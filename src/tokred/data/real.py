@@ -24,6 +24,9 @@ DINOv2's own code) instead interpolates at every forward without antialiasing;
 the graph). The two tables give CLS features with cosine ~0.998 at 224 px.
 
 Module level imports the standard library only; torch, timm, onnx and PIL load in the functions.
+
+One module (over 300 lines) for now: the pinned wheels, the conversion and the photo views are the
+one real-photo input set; split the wheel fetching out when a second user of it appears.
 """
 from __future__ import annotations
 
