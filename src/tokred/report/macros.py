@@ -66,7 +66,7 @@ def write_macros(df: pd.DataFrame, path: str, *, profile: str, model: dict, data
             define(f"{row['run']}@r", str(int(row["r"])))
     prov = df.iloc[0]["provenance"]
     setup = {
-        "keep_shape": keep_shape,
+        "profile": profile,
         "images": str(int(df.iloc[0]["n_images"])),
         "torch": prov["torch"], "timm": prov["timm"], "device": tex_escape(prov["device_name"] or prov["device"]),
         "confighash": prov["config_hash"],
