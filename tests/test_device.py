@@ -110,7 +110,8 @@ def test_cpu_logits_are_bit_identical_to_a_plain_loop(method):
     those of the loop compute_logits ran before eval.device existed."""
     es, model = _eval_set(), _model(method)
     with torch.no_grad():
-        ref = torch.cat([model(normalize(es["images"][i:i + 5], es["mean"], es["std"])).float() for i in range(0, 12, 5)])
+        ref = torch.cat([model(normalize(es["images"][i:i + 5], es["mean"], es["std"])).float()
+                         for i in range(0, 12, 5)])
     logits, model_s = compute_logits(model, es, 5, device="cpu", progress=False)
     assert logits.dtype == torch.float32 and logits.device.type == "cpu" and model_s > 0
     assert torch.equal(logits, ref)
