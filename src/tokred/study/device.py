@@ -13,10 +13,12 @@ mantissa; `torch.use_deterministic_algorithms(True, warn_only=True)`, which on C
 deterministic `index_add_` the merges use (ToMe's and ours' weighted sums) instead of atomics, and
 sets cuBLAS's fixed workspace (`CUBLAS_WORKSPACE_CONFIG`). What that gives (PyTorch's notes on
 reproducibility, https://pytorch.org/docs/stable/notes/randomness.html):
-- the same logits run to run on the same machine, software and thread count; on CPU (the path is
-  unchanged: the same kernels as without the flags) and on CUDA (the ops eval uses: linear layers,
-  softmax, scaled dot-product attention's forward, gathers, `index_add_`, `scatter_reduce_` amax);
-- integer `scatter_add_` (select.py's counts) warns on CUDA that it has no deterministic kernel;
+- the same logits run to run on the same machine, software and thread count: on CPU the kernels are
+  those without the flags (tests/test_device.py: bit-identical to a plain `model(x)` loop); on CUDA
+  for the ops evaluation uses (linear layers, softmax, scaled dot-product attention's forward,
+  gathers, `index_add_`, `scatter_reduce_` amax), which tests/test_device.py checks where a GPU is
+  visible (not yet run on one in this project);
+- integer `scatter_add_` (select.py's counts) may warn on CUDA that it has no deterministic kernel;
   integer sums are exact, so the warning is harmless;
 - not bit-identical logits across devices, GPU models, library versions or CPU thread counts
   (different summation orders): agreement to float32 rounding, which can flip an argmax where two
