@@ -58,6 +58,12 @@ def scaled_threads(n):
 
 
 EVAL_THREADS = config["eval"].get("threads", 2)
+# The device of every job that runs the model (evaluate, evaluate_ood, visualize_merges): on CUDA they
+# declare one GPU, which the SLURM profile turns into --gpus=1 and `--resources gpu=N` caps locally.
+# Whether this machine has CUDA is checked by the jobs at their first line (tokred.study.device), not
+# here: the DAG may be built on a submit host without a GPU, and `-n` shows the request anywhere.
+EVAL_DEVICE = config["eval"].get("device", "cpu")
+EVAL_RESOURCES = {"gpu": 1} if EVAL_DEVICE.startswith("cuda") else {}
 
 
 def run_output(group, run, kind="metrics.json"):

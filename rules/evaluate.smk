@@ -20,6 +20,7 @@ rule evaluate:
     threads: scaled_threads(EVAL_THREADS)
     resources:
         mem_mb=3000,
+        **EVAL_RESOURCES,
     script:
         "../workflow/scripts/evaluate.py"
 

@@ -24,6 +24,7 @@ rule evaluate_ood:
     threads: scaled_threads(EVAL_THREADS)
     resources:
         mem_mb=4000,
+        **EVAL_RESOURCES,
     wildcard_constraints:
         condition="|".join(OOD_CONDITIONS) or "none",
     script:

@@ -114,6 +114,9 @@ rule visualize_merges:
         bench("visualize_merges")
     params:
         code=code("visualize_merges.py"),
-        cfg={k: config[k] for k in ("seed", "model", "methods", "data", "task", "train", "paper") if k in config},
+        cfg={**{k: config[k] for k in ("seed", "model", "methods", "data", "task", "train", "paper") if k in config},
+             "eval": {"device": EVAL_DEVICE}},
+    resources:
+        **EVAL_RESOURCES,
     script:
         "../workflow/scripts/visualize_merges.py"

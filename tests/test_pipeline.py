@@ -262,7 +262,7 @@ def test_paper_profile_end_to_end_on_loopback(tmp_path, hub):
     cfg = write_config(tmp_path / "im.yaml", "imagenet.yaml", results_dir=str(tmp_path / "results"),
                        **{"data.imagenet_val": str(val), "data.num_classes": 3, "data.decode_workers": 0,
                           "data.imagenet_v2": str(v2), "data.imagenet_r": str(im_r), "data.imagenet_c": str(im_c),
-                          "eval.threads": 2, "eval.bootstrap": 200, "timing": DELETE,
+                          "eval.threads": 2, "eval.bootstrap": 200, "eval.device": "cpu", "timing": DELETE,
                           "experiments": {"reproduce": {"method": "tome", "r": [0, 13]},
                                           "ood": {"target_r": 13, "methods": ["ours_size_norm"],
                                                   "corruptions": ["gaussian_noise"], "severities": [1],

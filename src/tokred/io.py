@@ -130,7 +130,7 @@ def provenance(cfg: Any = None, device: str | None = None) -> dict:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     from .codeversion import code_version
 
-    dev_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else cpu_model()
+    dev_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else cpu_model()
     return {
         "config_hash": config_hash(cfg) if cfg is not None else None,
         "torch": torch.__version__,

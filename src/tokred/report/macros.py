@@ -71,6 +71,7 @@ def write_macros(df: pd.DataFrame, path: str, *, profile: str, model: dict, data
         "torch": prov["torch"], "timm": prov["timm"], "device": tex_escape(prov["device_name"] or prov["device"]),
         "confighash": prov["config_hash"],
         "runs": str(len(df)),
+        "precision": precision_text([p.get("numerics") for p in df["provenance"]]),
     }
     if model["source"] == "embedded":
         setup.update({"model": "embedded ViT", "width": str(model["embed_dim"]), "depth": str(model["depth"]),
@@ -97,6 +98,19 @@ def write_macros(df: pd.DataFrame, path: str, *, profile: str, model: dict, data
     for k, v in setup.items():
         define(f"setup@{k}", v)
     io.write_text(path, "\n".join(out) + "\n")
+
+
+def precision_text(records: list[dict | None]) -> str:
+    """The paper's words for the evaluation numerics every run recorded (`provenance.numerics`, see
+    tokred.study.device.exact_fp32): the TF32 claim only when every run had TF32 off."""
+    if not records or any(r is None for r in records):
+        return "fp32"
+    tf32 = any(r["tf32_matmul"] or r["tf32_cudnn"] for r in records)
+    if tf32:
+        return "fp32 with TF32 allowed on CUDA"
+    det = " and deterministic algorithms where torch has them" if all(r["deterministic"] for r in records) else ""
+    return (f"fp32 with TF32 off for matrix products and cuDNN{det}, so GPU and CPU logits agree to "
+            "float32 rounding")
 
 
 def _training_facts(weights: str) -> dict:

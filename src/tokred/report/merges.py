@@ -5,23 +5,28 @@ import numpy as np
 import torch
 
 
-@torch.no_grad()
-def merge_groups(model, images: torch.Tensor, mean, std) -> torch.Tensor:
-    """Final-token index of every patch, [B, grid_h, grid_w], for a model patched with trace_source.
+def merge_groups(model, images: torch.Tensor, mean, std, *, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Final-token index of every patch, [B, grid_h, grid_w] (int64, on the CPU), for a model patched
+    with trace_source.
 
     `images` are uint8 [B, 3, H, W]; the model's state after the forward holds `source`
-    [B, tokens, input tokens] (0/1), the protected tokens first."""
+    [B, tokens, input tokens] (0/1), the protected tokens first. The model is moved to `device` and
+    run there as the evaluation runs it (`tokred.study.device.exact_fp32`, inference mode)."""
     from ..models import normalize
+    from ..study.device import exact_fp32, to_device
 
     st = getattr(model, "_tokred", None)
     if st is None or not st.trace_source:
         raise ValueError("merge_groups needs a model patched with trace_source=True")
-    model(normalize(images, mean, std))
+    device = torch.device(device)
+    model.to(device)
+    with exact_fp32(), torch.inference_mode():
+        model(normalize(to_device(images, device), mean, std))
     p = st.num_prefix_tokens
     gh, gw = model.patch_embed.grid_size
     if st.source is None:  # nothing merged: every patch is its own token
         return torch.arange(gh * gw).expand(len(images), -1).reshape(-1, gh, gw)
-    return st.source[:, :, p:].argmax(1).reshape(-1, gh, gw)
+    return st.source[:, :, p:].argmax(1).reshape(-1, gh, gw).cpu()
 
 
 def group_mean_image(image: np.ndarray, groups: np.ndarray, patch: int) -> np.ndarray:
@@ -68,11 +73,14 @@ def merge_figure(images: torch.Tensor, panels: dict[str, torch.Tensor], patch: i
 
 
 def visualize_merges(cfg: dict, *, weights: str, eval_set_path: str, pdf_path: str, png_path: str) -> None:
-    """The figure of the pipeline: the first few eval images under each configured method at r."""
+    """The figure of the pipeline: the first few eval images under each configured method at r, the
+    model run on `eval.device` (RuntimeError naming the key, before any work, when CUDA is missing)."""
     from .. import io
     from ..patching import patch, unpatch
+    from ..study.device import eval_device
     from ..study.runner import build_model
 
+    device = eval_device(cfg)
     v = cfg["paper"]["visualize"]
     es = io.load_eval_set(eval_set_path)
     images = es["images"][: v["images"]].clone()
@@ -80,7 +88,7 @@ def visualize_merges(cfg: dict, *, weights: str, eval_set_path: str, pdf_path: s
     panels, titles = {}, {}
     for m in v["methods"]:
         patch(model, m, r=v["r"], trace_source=True)
-        panels[m] = merge_groups(model, images, es["mean"], es["std"])
+        panels[m] = merge_groups(model, images, es["mean"], es["std"], device=device)
         titles[m] = f"{'ToMe' if m == 'tome' else m} r={v['r']}"
         unpatch(model)
     merge_figure(images, panels, model.patch_embed.patch_size[0], pdf_path, png_path, titles)

@@ -1,20 +1,24 @@
 """The evaluation job: one run (the baseline or a method with its schedule) -> logits and a metrics
-JSON with its method, schedule, GFLOPs, the metrics against the baseline's logits, and provenance."""
+JSON with its method, schedule, GFLOPs, the metrics against the baseline's logits, and provenance.
+The model runs on `eval.device` (tokred.study.device); FLOPs are counted on the CPU before it moves."""
 from __future__ import annotations
 
 import torch
 
 from .. import io
 from . import metrics
+from .device import eval_device, eval_numerics
 from .runner import apply_run, build_model, compute_logits, load_json
 
 
 def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base_logits_path: str | None,
                  out_metrics: str, out_logits: str, schedule_path: str | None = None, threads: int = 1) -> dict:
     """One run: build the model, apply `run` (method + schedule; None method = unreduced baseline),
-    compute logits, FLOPs and metrics against the baseline logits."""
+    compute logits on `eval.device`, FLOPs and metrics against the baseline logits. Raises RuntimeError
+    naming `eval.device` before any work when it names CUDA and CUDA is not available."""
     from ..flops import count_flops
 
+    device = eval_device(cfg)  # first: a CUDA config on a CPU machine fails here, before any work
     io.set_threads(threads)
     model = build_model(cfg, weights)
     es = io.load_eval_set(eval_set_path)
@@ -23,10 +27,10 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
     schedule = apply_run(model, run, load_json(schedule_path))
     gflops = count_flops(model, input_size)
 
-    logits, model_s = compute_logits(model, es, cfg["eval"]["batch_size"], desc=run["name"])
+    logits, model_s = compute_logits(model, es, cfg["eval"]["batch_size"], device=device, desc=run["name"])
     labels = es["labels"]
     base = torch.load(base_logits_path, weights_only=False)["logits"] if base_logits_path else logits
-    result = run_metrics(cfg, run, model, logits, base, labels, gflops, base_gflops, schedule)
+    result = run_metrics(cfg, run, model, logits, base, labels, gflops, base_gflops, schedule, device=device)
     print(f"{run['name']}: top1 {result['top1']:.2f} drop {result['drop_pp']:.2f} pp "
           f"GFLOPs {gflops:.3f}; {len(labels) / model_s:.1f} img/s in the model")
     io.save_torch(out_logits, {"logits": logits})
@@ -35,8 +39,9 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
 
 
 def run_metrics(cfg: dict, run: dict, model, logits, base, labels, gflops: float, base_gflops: float,
-                schedule: dict, **extra) -> dict:
-    """The metrics JSON of one run (docs/method.md §4) with its method, schedule and provenance."""
+                schedule: dict, *, device="cpu", **extra) -> dict:
+    """The metrics JSON of one run (docs/method.md §4) with its method, schedule and provenance (which records
+    the evaluation `device` and the numerics of `tokred.study.device.exact_fp32`)."""
     reduced = bool(run.get("method"))
     return {
         "run": run["name"],
@@ -50,7 +55,8 @@ def run_metrics(cfg: dict, run: dict, model, logits, base, labels, gflops: float
         "base_gflops": base_gflops,
         "rel_cost": gflops / base_gflops,
         **metrics.summarize(base, logits, labels, n_boot=cfg["eval"]["bootstrap"], seed=cfg["seed"]),
-        "provenance": io.provenance({"model": cfg["model"], "data": cfg["data"], "task": cfg.get("task"),
-                                     "train": cfg.get("train"), "run": run}),
+        "provenance": {**io.provenance({"model": cfg["model"], "data": cfg["data"], "task": cfg.get("task"),
+                                        "train": cfg.get("train"), "run": run}, device=str(device)),
+                       "numerics": eval_numerics()},
         **extra,
     }

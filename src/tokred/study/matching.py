@@ -1,4 +1,9 @@
-"""The FLOPs-matching job: solve a method's keep-ratio shape to the GFLOPs of ToMe at some r."""
+"""The FLOPs-matching job: solve a method's keep-ratio shape to the GFLOPs of ToMe at some r.
+
+It stays on the CPU whatever `eval.device` says: GFLOPs are a property of the token counts, counted
+by tracing one fixed input (tokred.flops.count_flops), the same on every device, and the patched
+model's CPU-only fast paths are skipped while tracing anyway; a schedule job without a GPU request
+runs on any node instead of queueing for a GPU (rules/evaluate.smk gives it no `gpu` resource)."""
 from __future__ import annotations
 
 from .. import io

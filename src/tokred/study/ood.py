@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .. import io
+from .device import eval_device
 from .evaluate import run_metrics
 from .runner import apply_run, build_model, compute_logits, load_json
 
@@ -80,25 +81,34 @@ def restrict_to_mask(logits: torch.Tensor, labels: torch.Tensor, mask: list[int]
 def evaluate_condition(cfg: dict, name: str, cond: dict, runs: list[dict], *, weights: str, eval_set_path: str,
                        schedules: dict[str, str], outputs: dict[str, tuple[str, str]], threads: int = 1) -> list[dict]:
     """Evaluate every run on one condition. `schedules`: run name -> solved schedule JSON (matched
-    runs); `outputs`: run name -> (metrics path, logits path). runs[0] must be the unreduced model."""
+    runs); `outputs`: run name -> (metrics path, logits path). runs[0] must be the unreduced model.
+    Raises RuntimeError naming `eval.device` before any work when it names CUDA and CUDA is not available."""
     from ..flops import count_flops
 
+    device = eval_device(cfg)  # first: a CUDA config on a CPU machine fails here, before any work
     if runs[0].get("method"):
         raise ValueError("the first OOD run must be the unreduced model (the reference of the others)")
     io.set_threads(threads)
     model = build_model(cfg, weights)
     data = condition_images(cfg, cond, eval_set_path)
     input_size = tuple(data["images"].shape[1:])
+    # FLOPs first, on the CPU (a property of the shapes, counted on one fixed input as everywhere else),
+    # before compute_logits moves the model to the device.
     base_gflops = count_flops(model, input_size)
-    base, results = None, []
+    plans = []
     for run in runs:
         schedule = apply_run(model, run, load_json(schedules.get(run["name"])))
-        gflops = count_flops(model, input_size) if run.get("method") else base_gflops
-        logits, _ = compute_logits(model, data, cfg["eval"]["batch_size"], desc=f"{name}/{run['name']}")
+        plans.append((run, schedule, count_flops(model, input_size) if run.get("method") else base_gflops))
+    base, results = None, []
+    for run, schedule, gflops in plans:
+        apply_run(model, run, load_json(schedules.get(run["name"])))
+        logits, _ = compute_logits(model, data, cfg["eval"]["batch_size"], device=device,
+                                   desc=f"{name}/{run['name']}")
         logits, labels = restrict_to_mask(logits, data["labels"], data["class_mask"])
         base = logits if base is None else base
         extra = {"condition": name, **{k: cond.get(k) for k in ("kind", "corruption", "severity", "dataset")}}
-        result = run_metrics(cfg, run, model, logits, base, labels, gflops, base_gflops, schedule, **extra)
+        result = run_metrics(cfg, run, model, logits, base, labels, gflops, base_gflops, schedule, device=device,
+                             **extra)
         print(f"{name} {run['name']}: top1 {result['top1']:.2f} drop {result['drop_pp']:.2f} pp")
         m_path, l_path = outputs[run["name"]]
         io.save_torch(l_path, {"logits": logits, "labels": labels})

@@ -1,6 +1,6 @@
 """Running a model over the cached evaluation set: build it from the weights artefact, patch it as a
-run spec says, compute logits. Shared by every job that runs the model (evaluation, OOD, timing,
-FLOPs matching, the merge figure).
+run spec says, compute logits on the config's `eval.device` (see `tokred.study.device`). Shared by
+every job that runs the model (evaluation, OOD, timing, FLOPs matching, the merge figure).
 
 Artefacts (paths chosen by the rules):
 - weights: embedded -> a torch checkpoint {"state_dict", "model", "num_classes", "history"};
@@ -43,23 +43,38 @@ def download_hub_weights(cfg: dict, out: str) -> dict:
     url = m.get("url") or hub_url(m.get("hub_id") or default_hub_id(m["name"]))
     return download_weights(url, out, sha256=m.get("sha256"), retries=m.get("download_retries", 3))
 
-@torch.no_grad()
-def compute_logits(model: torch.nn.Module, eval_set: dict, batch_size: int, *, desc: str = "eval",
-                   progress: bool = True) -> tuple[torch.Tensor, float]:
-    """Logits over the cached set (float32 [N, K]) and the seconds spent in the model."""
+def compute_logits(model: torch.nn.Module, eval_set: dict, batch_size: int, *, device: str | torch.device = "cpu",
+                   desc: str = "eval", progress: bool = True) -> tuple[torch.Tensor, float]:
+    """Logits of `model` over the cached set on `device`: (float32 [N, K] on the CPU, seconds spent in
+    the model).
+
+    The model is moved to `device` (and stays there); uint8 batches travel to it (pinned memory and a
+    non-blocking copy on CUDA, a quarter of the bytes of float32) and are normalised there. Runs under
+    `torch.inference_mode` and `device.exact_fp32` (fp32, TF32 off, deterministic algorithms), so
+    CPU and CUDA logits agree to float32 rounding; on CPU the logits are those of a plain
+    `model(normalize(batch))` loop, bit for bit. The model seconds are wall-clock around the forward,
+    the device synchronised on both sides. Raises FloatingPointError naming the first images whose
+    logits are not finite.
+    """
     from tqdm.auto import tqdm
 
     from ..models import normalize
+    from .device import exact_fp32, synchronize, to_device
 
+    device = torch.device(device)
+    model.to(device)
     images = eval_set["images"]
     out, model_s = [], 0.0
-    for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress,
-                  mininterval=5):
-        x = normalize(images[i:i + batch_size], eval_set["mean"], eval_set["std"])
-        t0 = time.perf_counter()
-        y = model(x)
-        model_s += time.perf_counter() - t0
-        out.append(y.float())
+    with exact_fp32(), torch.inference_mode():
+        for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress,
+                      mininterval=5):
+            x = normalize(to_device(images[i:i + batch_size], device), eval_set["mean"], eval_set["std"])
+            synchronize(device)
+            t0 = time.perf_counter()
+            y = model(x)
+            synchronize(device)
+            model_s += time.perf_counter() - t0
+            out.append(y.float().cpu())
     logits = torch.cat(out)
     bad = (~torch.isfinite(logits)).any(-1)
     if bad.any():
