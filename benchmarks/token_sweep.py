@@ -44,11 +44,11 @@ def sweep_part(model, args) -> list[dict]:
     """Part 1: token sweep of one block and of the whole model."""
     from tokred.study import timing
 
-    timing = dict(device=args.device, warmup=args.warmup, repeats=args.repeats, amp=args.amp)
+    timing_kw = dict(device=args.device, warmup=args.warmup, repeats=args.repeats, amp=args.amp)
     rows_out = []
     counts = list(range(args.min, args.max + 1, args.step))
     sweeps = {scope: timing.token_sweep(model, counts, batch_size=args.batch, scope=scope, passes=args.passes,
-                                           shuffle=not args.no_shuffle, **timing)
+                                           shuffle=not args.no_shuffle, **timing_kw)
               for scope in args.scopes}
     cols = "".join(f" {scope + ' ms':>9s} {'[p10':>8s} {'p90]':>8s} {'us/token':>8s}" for scope in sweeps)
     print(f"\n{'N':>5s} {'tile':>5s}{cols}")
@@ -117,7 +117,6 @@ def tile_part(model, args) -> list[dict]:
 
 
 def main() -> None:
-    from tokred import schedule
     from tokred.study import timing
     from tokred.io import atomic_path
 
