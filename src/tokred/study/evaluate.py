@@ -14,6 +14,7 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
     """One run: build the model, apply `run` (method + schedule; None method = unreduced baseline),
     compute logits, FLOPs and metrics against the baseline logits."""
     from ..flops import count_flops
+    from ..patching import clip_stats, reset_clip_stats
 
     io.set_threads(threads)
     model = build_model(cfg, weights)
@@ -23,10 +24,13 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
     schedule = apply_run(model, run, load_json(schedule_path))
     gflops = count_flops(model, input_size)
 
+    reset_clip_stats(model)  # count the L2 clip over the eval set alone
     logits, model_s = compute_logits(model, es, cfg["eval"]["batch_size"], desc=run["name"])
     labels = es["labels"]
     base = torch.load(base_logits_path, weights_only=False)["logits"] if base_logits_path else logits
-    result = run_metrics(cfg, run, model, logits, base, labels, gflops, base_gflops, schedule)
+    clips = clip_stats(model) if run.get("method") else None
+    result = run_metrics(cfg, run, model, logits, base, labels, gflops, base_gflops, schedule,
+                         clip_fired=clips and clips["fraction"], clip_counts=clips)
     print(f"{run['name']}: top1 {result['top1']:.2f} drop {result['drop_pp']:.2f} pp "
           f"GFLOPs {gflops:.3f}; {len(labels) / model_s:.1f} img/s in the model")
     io.save_torch(out_logits, {"logits": logits})
@@ -36,7 +40,10 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
 
 def run_metrics(cfg: dict, run: dict, model, logits, base, labels, gflops: float, base_gflops: float,
                 schedule: dict, **extra) -> dict:
-    """The metrics JSON of one run (docs/method.md §4) with its method, schedule and provenance."""
+    """The metrics JSON of one run (docs/method.md §4) with its method, schedule and provenance; `extra`
+    keys are added as they are (the evaluation job adds `clip_fired`: per block, the fraction of merged
+    tokens the L2 clip shortened, None where a block merged nothing, or None for a method without clip;
+    and `clip_counts`: the counts behind it, see `tokred.patching.clip_stats`)."""
     reduced = bool(run.get("method"))
     return {
         "run": run["name"],
