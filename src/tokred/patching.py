@@ -417,14 +417,15 @@ def clip_stats(model) -> dict | None:
     """How often the L2 clip (`Method.clip_tau`, docs/method.md §3.3) shortened a merged token, per block,
     over every forward since `patch` or `reset_clip_stats(model)` (FLOP-counting traces excluded).
 
-    Returns None when the patched method does not clip, else {"clipped": [int] * blocks, "merged":
+    Returns None when the patched method does not clip (no clip_tau, or space kv_only, which merges no
+    hidden states), else {"clipped": [int] * blocks, "merged":
     [int] * blocks, "fraction": [clipped / merged, or None where the block merged nothing]}.
     "merged" counts output tokens that absorbed at least one other (summed over images).
     Raises ValueError for a model that `patch` has not patched."""
     if not is_patched(model):
         raise ValueError("clip_stats: the model is not patched (tokred.patch)")
     st = model._tokred
-    if st.method.clip_tau is None:
+    if st.method.clip_tau is None or st.method.space == "kv_only":
         return None
     counts = st.clip_counts.tolist() if st.clip_counts is not None else [[0, 0]] * st.num_layers
     return {"clipped": [c for c, _ in counts], "merged": [m for _, m in counts],

@@ -72,6 +72,12 @@ def full_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
     return t
 
 
+def _pct(fraction: float) -> str:
+    """A fraction as percent, one decimal; rare events (< 0.1%) with two significant digits, not as 0.0."""
+    v = 100 * fraction
+    return f"{v:.2g}" if 0 < v < 0.1 else f"{v:.1f}"
+
+
 def _change(overrides: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "reference"
 
@@ -92,13 +98,19 @@ def ablation_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFra
         delta = "--" if ref else f"{r['delta_vs_ref']:+.2f}{_star(r['p_vs_ref'])}"
         p = "--" if ref else f"{r['p_vs_ref']:.2g}"
         changed = "--" if ref else f"{r['changed_vs_ref']:.1f}"
-        clip = "--" if pd.isna(r["clip_fired"]) else f"{100 * r['clip_fired']:.1f}"
+        clip = "--" if pd.isna(r["clip_fired"]) else _pct(r["clip_fired"])
         body.append(f"{tex_escape(r['run'])} & {tex_escape(r['change'])} & {r['gflops']:.3f} & {_ci(r)} & {delta} & "
                     f"{p} & {changed} & {clip} & {r['kl']:.4f} \\\\")
     _write_table(tex_path, "llrcrrrrr", r"Variant & Change & GFLOPs & Top-1 [95\% CI] & $\Delta$ vs ref & $p$ & "
                  r"Changed (\%) & Clip (\%) & KL", body,
                  tail=(r"\gdef\ablationcomponents{" + " ".join(component_sentences(a)) + "}",))
     return a
+
+
+def _pct(fraction: float) -> str:
+    """A fraction as percent, one decimal; rare events (< 0.1%) with two significant digits, not as 0.0."""
+    v = 100 * fraction
+    return f"{v:.2g}" if 0 < v < 0.1 else f"{v:.1f}"
 
 
 def _change(overrides: dict) -> str:
@@ -144,9 +156,10 @@ def component_sentences(a: pd.DataFrame) -> list[str]:
         extra = ""
         tau = (ref["method_config"] or {}).get("clip_tau")
         if keys == ("clip_tau",) and tau is not None and not pd.isna(ref["clip_fired"]):
-            fired = ", ".join(f"{100 * r['clip_fired']:.1f}\\%" for r in rows if not pd.isna(r["clip_fired"]))
-            extra = (f"; the clip shortened {100 * ref['clip_fired']:.2g}\\% of the merged tokens at the reference's "
-                     f"$\\tau={tau:g}$" + (f" and {fired} in the variants" if fired else ""))
+            fired = ", ".join(f"{_pct(r['clip_fired'])}\\% at $\\tau={r['overrides']['clip_tau']:g}$" for r in rows
+                              if not pd.isna(r["clip_fired"]))
+            extra = (f"; the clip shortened {_pct(ref['clip_fired'])}\\% of the merged tokens at the reference's "
+                     f"$\\tau={tau:g}$" + (f", {fired}" if fired else ""))
         elif keys == ("space",):
             extra = ("; GFLOPs " + ", ".join(f"{r['gflops']:.3f} ({tex_escape(r['overrides']['space'])})" for r in rows)
                      + f" against {ref['gflops']:.3f} for the reference")
