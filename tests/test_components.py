@@ -16,7 +16,7 @@ from timm.models.vision_transformer import VisionTransformer
 import tokred
 from tokred.merge import MergePlan, merge_tokens
 from tokred.methods import resolve_method
-from tokred.patching import clip_stats, reset_clip_stats
+from tokred.patching import clip_stats, track_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 KW = dict(img_size=112, patch_size=8, embed_dim=48, depth=4, num_heads=3, num_classes=10)
@@ -80,6 +80,9 @@ def test_clip_counter_moves_when_a_group_holds_a_large_norm_token():
 def test_clip_stats_per_block_over_forwards_not_flop_counts():
     m = tokred.patch(model(), "ours_size_norm", r=[20, 10, 0, 5], clip_tau=1.0)
     tokens = m._pos_embed(m.patch_embed(images(3))).detach()
+    with pytest.raises(ValueError, match="track_clips"):
+        clip_stats(m)  # counting is off unless asked for (timing runs measure the method alone)
+    track_clips(m)
     with torch.no_grad():
         m.blocks(tokens)
     s = clip_stats(m)
@@ -91,14 +94,15 @@ def test_clip_stats_per_block_over_forwards_not_flop_counts():
     with torch.no_grad():
         m.blocks(tokens)
     assert clip_stats(m)["merged"] == [2 * v for v in s["merged"]]  # sums over forwards
-    reset_clip_stats(m)
+    track_clips(m)
     assert clip_stats(m)["merged"] == [0] * 4
     # large-norm tokens entering block 0: the preset's tau = 2 fires where it did not before
     tokred.patch(m, "ours_size_norm", r=[20, 0, 0, 0])
+    track_clips(m)
     with torch.no_grad():
         m.blocks(tokens)
     plain = clip_stats(m)["clipped"][0]
-    reset_clip_stats(m)
+    track_clips(m)
     loud = tokens.clone()
     loud[:, 1:60:2] *= 30
     with torch.no_grad():

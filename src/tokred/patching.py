@@ -43,8 +43,9 @@ class ReductionState:
         self.num_prefix_tokens, self.num_layers = num_prefix_tokens, num_layers
         self.track_slots = False  # keep `slots` (set per forward from the model's pooling)
         self._resolved: dict[int, list[int]] = {}
-        # Per block (L2 clips, merged tokens) summed over forwards since patch / reset_clip_stats; only
-        # for methods that clip (docs/method.md §3.3), as a device tensor so counting never syncs.
+        # Per block (L2 clips, merged tokens) summed over forwards since `track_clips` turned counting on;
+        # a device tensor, so counting never syncs. Off by default: timing measures the method alone.
+        self.count_clips = False
         self.clip_counts: torch.Tensor | None = None
         self.reset()
 
@@ -55,9 +56,9 @@ class ReductionState:
         self.rs: list[int] | None = None
 
     def clip_counter(self, layer: int, device: torch.device) -> torch.Tensor | None:
-        """The [2] int64 counter (clipped, merged) of block `layer`, or None when nothing is counted: the
-        method does not clip, or the model is being traced (FLOP counting runs the model once more)."""
-        if self.method.clip_tau is None or torch.jit.is_tracing():
+        """The [2] int64 counter (clipped, merged) of block `layer`, or None when nothing is counted: counting
+        is off, the method does not clip, or the model is being traced (FLOP counting runs it once more)."""
+        if not self.count_clips or self.method.clip_tau is None or torch.jit.is_tracing():
             return None
         if self.clip_counts is None or self.clip_counts.device != device:
             prev = self.clip_counts
@@ -65,9 +66,6 @@ class ReductionState:
             if prev is not None:
                 self.clip_counts += prev.to(device)
         return self.clip_counts[layer]
-
-    def reset_clip_stats(self) -> None:
-        self.clip_counts = None
 
     def unmerge(self, x: torch.Tensor) -> torch.Tensor:
         """Current tokens [B, N, C] back at their input positions -> [B, input tokens, C]: each input token
@@ -413,29 +411,36 @@ def unpatch(model: VisionTransformer) -> VisionTransformer:
     return model
 
 
+def track_clips(model, enable: bool = True) -> None:
+    """Start (or stop) counting, per block, how many merged tokens the L2 clip (`Method.clip_tau`,
+    docs/method.md §3.3) shortens; starting zeroes the counts. `clip_stats` reads them. Off after `patch`:
+    counting adds three small ops per reducing block, which timing runs should not measure.
+    Raises ValueError for a model that `patch` has not patched."""
+    if not is_patched(model):
+        raise ValueError("track_clips: the model is not patched (tokred.patch)")
+    model._tokred.count_clips, model._tokred.clip_counts = bool(enable), None
+
+
 def clip_stats(model) -> dict | None:
-    """How often the L2 clip (`Method.clip_tau`, docs/method.md §3.3) shortened a merged token, per block,
-    over every forward since `patch` or `reset_clip_stats(model)` (FLOP-counting traces excluded).
+    """How often the L2 clip shortened a merged token, per block, over every forward since `track_clips`
+    (FLOP-counting traces excluded).
 
     Returns None when the patched method does not clip (no clip_tau, or space kv_only, which merges no
-    hidden states), else {"clipped": [int] * blocks, "merged":
-    [int] * blocks, "fraction": [clipped / merged, or None where the block merged nothing]}.
-    "merged" counts output tokens that absorbed at least one other (summed over images).
-    Raises ValueError for a model that `patch` has not patched."""
+    hidden states), else {"clipped": [int] * blocks, "merged": [int] * blocks, "fraction": [clipped /
+    merged, or None where the block merged nothing]}. "merged" counts output tokens that absorbed at
+    least one other (summed over images). Raises ValueError for a model that `patch` has not patched or
+    on which `track_clips` was not called."""
     if not is_patched(model):
         raise ValueError("clip_stats: the model is not patched (tokred.patch)")
     st = model._tokred
     if st.method.clip_tau is None or st.method.space == "kv_only":
         return None
+    if not st.count_clips:
+        raise ValueError("clip_stats: clip counting is off; call tokred.patching.track_clips(model) before the "
+                         "forwards to count")
     counts = st.clip_counts.tolist() if st.clip_counts is not None else [[0, 0]] * st.num_layers
     return {"clipped": [c for c, _ in counts], "merged": [m for _, m in counts],
             "fraction": [c / m if m else None for c, m in counts]}
-
-
-def reset_clip_stats(model) -> None:
-    """Zero the counters `clip_stats` reads (e.g. after a warm-up or a FLOP count)."""
-    if is_patched(model):
-        model._tokred.reset_clip_stats()
 
 
 def is_patched(model) -> bool:

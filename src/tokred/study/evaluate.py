@@ -14,7 +14,7 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
     """One run: build the model, apply `run` (method + schedule; None method = unreduced baseline),
     compute logits, FLOPs and metrics against the baseline logits."""
     from ..flops import count_flops
-    from ..patching import clip_stats, reset_clip_stats
+    from ..patching import clip_stats, is_patched, track_clips
 
     io.set_threads(threads)
     model = build_model(cfg, weights)
@@ -24,11 +24,12 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
     schedule = apply_run(model, run, load_json(schedule_path))
     gflops = count_flops(model, input_size)
 
-    reset_clip_stats(model)  # count the L2 clip over the eval set alone
+    if is_patched(model):
+        track_clips(model)  # how often the L2 clip fires over the eval set (FLOP counting excluded)
     logits, model_s = compute_logits(model, es, cfg["eval"]["batch_size"], desc=run["name"])
     labels = es["labels"]
     base = torch.load(base_logits_path, weights_only=False)["logits"] if base_logits_path else logits
-    clips = clip_stats(model) if run.get("method") else None
+    clips = clip_stats(model) if is_patched(model) else None
     result = run_metrics(cfg, run, model, logits, base, labels, gflops, base_gflops, schedule,
                          clip_fired=clips and clips["fraction"], clip_counts=clips)
     print(f"{run['name']}: top1 {result['top1']:.2f} drop {result['drop_pp']:.2f} pp "
