@@ -109,7 +109,12 @@ def test_micro_end_to_end_pdf_shows_table_numbers(micro):
     matched = full[full.method != "tome"]
     assert (abs(matched.gflops / full[full.method == "tome"].gflops.iloc[0] - 1) < 0.01).all()
     abl = pd.read_csv(res / "tables" / "ablations.csv")
-    assert set(abl.run) == {"ours_size_norm_ref", "space_x", "q_0.4"} and abl.p_vs_tome.notna().all()
+    assert set(abl.run) == {"ours_size_norm_ref", "space_x", "q_0.4", "kv_only", "clip_1.0"}
+    variants = abl[abl.run != "ours_size_norm_ref"]
+    assert (variants.ref_run == "ours_size_norm_ref").all() and variants.p_vs_ref.notna().all()
+    assert abl.set_index("run").clip_fired.notna().to_dict() == {"ours_size_norm_ref": True, "space_x": True,
+                                                                 "q_0.4": True, "kv_only": False, "clip_1.0": True}
+    assert "Whether each component acts" in text and "kv" in text
     for name in ("Early-layer reduction", "Full-layer schedules", "Ablations"):
         assert name in text
     for fig in ("top1_vs_gflops.pdf", "top1_vs_gflops.png"):
@@ -174,8 +179,8 @@ def test_dry_run_embedded_default_is_fast_and_complete(tmp_path):
     _, out = snakemake("--configfile", str(cfg), "-n")
     counts = job_counts(out)
     assert counts["train_embedded"] == 1 and counts["paper"] == 1
-    # baseline + 5 ToMe r + early 2 methods x 4 layer sets x 2 r + 3 full keep shapes + 7 ablations + reference
-    assert counts["evaluate"] == 1 + 5 + 16 + 3 + 8
+    # baseline + 5 ToMe r + early 2 methods x 4 layer sets x 2 r + 3 full keep shapes + 11 ablations + reference
+    assert counts["evaluate"] == 1 + 5 + 16 + 3 + 12
     # OOD: clean + 3 corruptions x 3 severities, one job each; matched schedules solved once each
     assert counts["evaluate_ood"] == 10 and counts["solve_schedule"] == 3
     assert all(counts[r] == 1 for r in ("time_latency", "time_runs", "time_tokens", "report_systems"))
@@ -188,7 +193,7 @@ def test_full_grid_extends_the_default(tmp_path):
         assert default[key] == full[key], key
     cfg = write_config(tmp_path / "full.yaml", "embedded_full.yaml", results_dir=str(tmp_path / "results"))
     counts = job_counts(snakemake("--configfile", str(cfg), "-n")[1])
-    assert counts["evaluate"] == 1 + 5 + 40 + 3 + 17 and counts["evaluate_ood"] == 16
+    assert counts["evaluate"] == 1 + 5 + 40 + 3 + 27 and counts["evaluate_ood"] == 16
 
 
 @pytest.mark.parametrize("override, needle", [

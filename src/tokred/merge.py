@@ -92,12 +92,14 @@ def merge_source(plan: MergePlan, source: torch.Tensor | None, num_tokens: int) 
     return plan.amax(source)
 
 
-def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, method, num_prefix_tokens: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, method, num_prefix_tokens: int,
+                 clip_counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge hidden states with the method's rule (docs/method.md §3.3); sizes always add up as counts.
 
     x [B, N, C], size [B, N, 1] or None (all ones) -> (merged x [B, num_out, C] in x's dtype, sizes
     [B, num_out, 1] in `accum_dtype(x.dtype)`).
+    clip_counts: an int64 tensor [2] to which (merged tokens the L2 clip shortened, merged tokens) are
+    added in place when the method clips (`clip_tau`); no host sync, nothing done without a clip.
 
     The default rule is ToMe's size-weighted average (its `merge_wavg`). Other rules: norm-aware weights,
     push-lite (a kept token moves part-way towards the mean of what it absorbs), eta damping,
@@ -165,6 +167,10 @@ def merge_tokens(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None, me
     if method.clip_tau is not None:
         limit = method.clip_tau * mean_norm.view(-1)[img, None]
         n_y = y.norm(dim=-1, keepdim=True)
-        y = y * torch.where(n_y > limit, limit / n_y.clamp_min(1e-12), torch.ones_like(n_y))
+        over = n_y > limit
+        y = y * torch.where(over, limit / n_y.clamp_min(1e-12), torch.ones_like(n_y))
+        if clip_counts is not None:
+            clip_counts[0] += over.sum()
+            clip_counts[1] += M
     out.view(B * K, C).index_copy_(0, slots, y)
     return out.to(out_dtype), new_size

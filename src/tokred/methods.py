@@ -16,7 +16,7 @@ import numpy as np
 
 SELECTORS = ("bipartite", "hquota_ff")
 MATCH = ("k", "xnorm")
-SPACES = ("x", "v", "kv")
+SPACES = ("x", "v", "kv", "kv_only")
 SIZE_MODES = ("avg", "norm", "off")
 
 
@@ -82,10 +82,16 @@ class Method:
     match      feature that assigns merged tokens: k (keys averaged over heads) | xnorm (hidden state)
     topr       a kept token absorbs at most this many tokens (None: unlimited)
     space      x: merge hidden states after attention (ToMe) | v: also average values in-block |
-               kv: attend over size-weighted merged keys/values (merge -> attend -> unmerge)
-    size_mode  avg: size-weighted average | norm: weights s*|x|/mean|x| | off: plain average
+               kv: attend over size-weighted merged keys/values (merge -> attend -> unmerge), then
+               merge hidden states | kv_only: the kv attention alone; hidden states never merge, every
+               token stays (docs/method.md §3.2)
+    sizes      False: every token counts as one patch everywhere (no proportional attention, plain group
+               means, hub score and push-lite without sizes, unweighted avg pooling); True: ToMe's sizes
+    size_mode  weights of the hidden-state merge: avg: sizes | norm: s*|x|/mean|x| | off: uniform (every
+               token once, whatever its size; sizes still act elsewhere)
     push       push-lite (alpha, beta0, delta) or None; eta: damping towards the kept token
-    recenter   keep the size-weighted mean of patch tokens; clip_tau: L2 clip of merged tokens
+    recenter   keep the size-weighted mean of patch tokens; clip_tau: L2 clip of merged tokens at
+               clip_tau x the mean patch-token norm (how often it fires: `tokred.patching.clip_stats`)
     temperature  proportional attention n*log(s/mean s); None = ToMe's +log s (same softmax at n=1)
     prop_attn  proportional attention at all
     """
@@ -95,6 +101,7 @@ class Method:
     match: str = "k"
     topr: int | None = None
     space: str = "x"
+    sizes: bool = True
     size_mode: str = "avg"
     push: tuple[float, float, float] | None = None
     eta: float = 0.0
@@ -138,7 +145,7 @@ class Method:
                 _knob_number(f"push[{i}] ({part})", v, lo)
                 for i, (part, v, lo) in enumerate(zip(("alpha", "beta0", "delta"), self.push,
                                                       (0.0, 0.0, -math.inf)))))
-        for key in ("recenter", "prop_attn"):
+        for key in ("sizes", "recenter", "prop_attn"):
             value = getattr(self, key)
             if not isinstance(value, (bool, np.bool_)):
                 hint = "; write true or false without quotes" if isinstance(value, str) else ""

@@ -46,6 +46,10 @@ class ReductionState:
         self.num_prefix_tokens, self.num_layers = num_prefix_tokens, num_layers
         self.track_slots = False  # keep `slots` (set per forward from the model's pooling)
         self._resolved: dict[int, list[int]] = {}
+        # Per block (L2 clips, merged tokens) summed over forwards since `track_clips` turned counting on;
+        # a device tensor, so counting never syncs. Off by default: timing measures the method alone.
+        self.count_clips = False
+        self.clip_counts: torch.Tensor | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -53,6 +57,18 @@ class ReductionState:
         self.source: torch.Tensor | None = None
         self.slots: torch.Tensor | None = None  # int64 [B, input tokens]: current token holding each input token
         self.rs: list[int] | None = None
+
+    def clip_counter(self, layer: int, device: torch.device) -> torch.Tensor | None:
+        """The [2] int64 counter (clipped, merged) of block `layer`, or None when nothing is counted: counting
+        is off, the method does not clip, or the model is being traced (FLOP counting runs it once more)."""
+        if not self.count_clips or self.method.clip_tau is None or torch.jit.is_tracing():
+            return None
+        if self.clip_counts is None or self.clip_counts.device != device:
+            prev = self.clip_counts
+            self.clip_counts = torch.zeros(self.num_layers, 2, dtype=torch.int64, device=device)
+            if prev is not None:
+                self.clip_counts += prev.to(device)
+        return self.clip_counts[layer]
 
     def unmerge(self, x: torch.Tensor) -> torch.Tensor:
         """Current tokens [B, N, C] back at their input positions -> [B, input tokens, C]: each input token
@@ -194,14 +210,16 @@ class ReducingBlock(Block):
             st.rs = st.schedule_for(int(x.shape[1]) - st.num_prefix_tokens)
         r = st.rs[self._tokred_layer]
         attn = self.attn
-        size = st.size if meth.prop_attn else None
+        # The sizes the method sees: None (every token one patch) when it ignores sizes (`sizes=False`);
+        # st.size keeps the true counts for the pooling's shape checks and token map either way.
+        size = st.size if meth.sizes else None
         xn = self.norm1(x)
         q, k, v = attn.heads(xn)
-        bias = attn.bias(size, meth.temperature)
+        bias = attn.bias(size if meth.prop_attn else None, meth.temperature)
 
         plan, out = None, None
         if r > 0:
-            sel = Selection(x=x, k=k, size=st.size, r=r, num_prefix_tokens=st.num_prefix_tokens, method=meth,
+            sel = Selection(x=x, k=k, size=size, r=r, num_prefix_tokens=st.num_prefix_tokens, method=meth,
                             inflow=lambda need_out: attn.inflow(q, k, v, bias, need_out=need_out))
             try:
                 plan, out = SELECTORS[meth.selector](sel)
@@ -211,23 +229,29 @@ class ReducingBlock(Block):
         if plan is None or meth.space == "x":
             out = out if out is not None else attn.attend(q, k, v, bias)
         elif meth.space == "v":  # each token's value replaced by its group's size-weighted mean
-            s = st.size if st.size is not None else _ones_size(x)
+            s = size if size is not None else _ones_size(x)
             (v_g,), _ = _group_mean(plan, s, v)
             B, H, _, d = v.shape
             v_rep = plan.gather(v_g.transpose(1, 2).reshape(B, plan.num_out, H * d)).view(B, -1, H, d).transpose(1, 2)
             out = attn.attend(q, k, v_rep, bias)
-        else:  # kv: attend over merged keys/values, one output row per query
-            s = st.size if st.size is not None else _ones_size(x)
+        else:  # kv, kv_only: attend over merged keys/values, one output row per query
+            s = size if size is not None else _ones_size(x)
             (k_g, v_g), s_group = _group_mean(plan, s, k, v)
-            out = attn.attend(q, k_g, v_g, attn.bias(s_group, meth.temperature) if meth.prop_attn else None)
+            # without sizes a group counts as one token: no proportional attention over groups either
+            prop = meth.prop_attn and meth.sizes
+            out = attn.attend(q, k_g, v_g, attn.bias(s_group, meth.temperature) if prop else None)
         x = x + self.drop_path1(self.ls1(attn.project(out, xn)))
 
-        if plan is not None:
+        if plan is not None and meth.space != "kv_only":  # kv_only: every token stays, sizes unchanged
             if st.trace_source:
                 st.source = merge_source(plan, st.source, x.shape[1])
             if st.track_slots:
                 st.slots = plan.index if st.slots is None else plan.index.gather(1, st.slots)
-            x, st.size = merge_tokens(plan, x, st.size, meth, st.num_prefix_tokens)
+            counts = None if meth.sizes else plan.sum(st.size if st.size is not None else _ones_size(x))
+            x, st.size = merge_tokens(plan, x, size, meth, st.num_prefix_tokens,
+                                      st.clip_counter(self._tokred_layer, x.device))
+            if counts is not None:
+                st.size = counts
 
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x
@@ -279,6 +303,8 @@ def _pool(self, x: torch.Tensor, pool_type: str | None = None) -> torch.Tensor:
         raise ValueError(f"pool: got tokens {list(x.shape[:2])} but the last forward of the patched model left "
                          f"{list(size.shape[:2])} merged tokens; pool the output of forward_features of the same "
                          f"input")
+    if not st.method.sizes:  # the method counts every token as one patch: so does the read-out
+        size = torch.ones_like(size)
     p = self.num_prefix_tokens
     pool_type = self.global_pool if pool_type is None else pool_type
     if self.attn_pool is not None or not pool_type:
@@ -386,6 +412,38 @@ def unpatch(model: VisionTransformer) -> VisionTransformer:
         blk.attn.__class__ = Attention
         del blk._tokred, blk._tokred_layer
     return model
+
+
+def track_clips(model, enable: bool = True) -> None:
+    """Start (or stop) counting, per block, how many merged tokens the L2 clip (`Method.clip_tau`,
+    docs/method.md §3.3) shortens; starting zeroes the counts. `clip_stats` reads them. Off after `patch`:
+    counting adds three small ops per reducing block, which timing runs should not measure.
+    Raises ValueError for a model that `patch` has not patched."""
+    if not is_patched(model):
+        raise ValueError("track_clips: the model is not patched (tokred.patch)")
+    model._tokred.count_clips, model._tokred.clip_counts = bool(enable), None
+
+
+def clip_stats(model) -> dict | None:
+    """How often the L2 clip shortened a merged token, per block, over every forward since `track_clips`
+    (FLOP-counting traces excluded).
+
+    Returns None when the patched method does not clip (no clip_tau, or space kv_only, which merges no
+    hidden states), else {"clipped": [int] * blocks, "merged": [int] * blocks, "fraction": [clipped /
+    merged, or None where the block merged nothing]}. "merged" counts output tokens that absorbed at
+    least one other (summed over images). Raises ValueError for a model that `patch` has not patched or
+    on which `track_clips` was not called."""
+    if not is_patched(model):
+        raise ValueError("clip_stats: the model is not patched (tokred.patch)")
+    st = model._tokred
+    if st.method.clip_tau is None or st.method.space == "kv_only":
+        return None
+    if not st.count_clips:
+        raise ValueError("clip_stats: clip counting is off; call tokred.patching.track_clips(model) before the "
+                         "forwards to count")
+    counts = st.clip_counts.tolist() if st.clip_counts is not None else [[0, 0]] * st.num_layers
+    return {"clipped": [c for c, _ in counts], "merged": [m for _, m in counts],
+            "fraction": [c / m if m else None for c, m in counts]}
 
 
 def is_patched(model) -> bool:

@@ -1,4 +1,4 @@
-"""Rule report_figures_ablations: Top-1 of every ablation variant against ToMe at the same r."""
+"""Rule report_figures_ablations: Top-1 of every ablation variant against its reference and ToMe at the same r."""
 import _paths  # noqa: F401  (puts the project's src/ on sys.path)
 import pandas as pd
 

@@ -1,4 +1,5 @@
-"""Rule report_group: the early / full / ablations table, with McNemar tests against ToMe."""
+"""Rule report_group: the early / full / ablations table, with McNemar tests against ToMe (early, full) or
+against the ablation group's reference run (ablations)."""
 import _paths  # noqa: F401  (puts the project's src/ on sys.path)
 from tokred.report import load, tables
 from tokred import io
@@ -7,6 +8,10 @@ from tokred.io import logged
 sm = snakemake  # noqa: F821
 with logged(sm.log[0]):
     labels = io.load_eval_set(sm.input.eval_set)["labels"]
-    df = load.add_tome_comparison(load.load_metrics(sm.input.metrics), sm.params.pairs, labels)
+    df = load.load_metrics(sm.input.metrics)
+    if sm.wildcards.group == "ablations":
+        df = load.add_comparison(df, sm.params.pairs, labels, "ref")
+    else:
+        df = load.add_tome_comparison(df, sm.params.pairs, labels)
     make = {"early": tables.early_table, "full": tables.full_table, "ablations": tables.ablation_table}
     make[sm.wildcards.group](df, *sm.output)

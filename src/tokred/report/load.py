@@ -28,37 +28,57 @@ def load_metrics(paths) -> pd.DataFrame:
             "drop_pp": m["drop_pp"], "drop_se_pp": m["drop_se_pp"], "kl": m["kl"],
             "delta_margin": m["delta_margin"], "agreement": m["agreement"],
             "mcnemar_p": m["mcnemar_vs_base"]["p_value"], "n_images": m["n_images"],
+            "clip_fired": _clip_rate(m.get("clip_counts")),
+            "clip_fired_max": max((f for f in m.get("clip_fired") or [] if f is not None), default=float("nan")),
             "provenance": m["provenance"], "method_config": m.get("method_config"),
             "schedule": m["schedule"], "path": str(p),
         })
     return pd.DataFrame(rows)
 
 
+def _clip_rate(counts: dict | None) -> float:
+    """Fraction of merged tokens the L2 clip shortened over all blocks (NaN: no clip or nothing merged)."""
+    merged = sum((counts or {}).get("merged") or [])
+    return sum(counts["clipped"]) / merged if merged else float("nan")
+
+
 DETAIL = ["provenance", "method_config", "schedule", "path", "overrides"]  # kept out of CSVs
 
 
-def add_tome_comparison(df: pd.DataFrame, pairs: dict, labels) -> pd.DataFrame:
-    """For each run paired with a ToMe run: Δ top-1 (pp, ours - ToMe) and McNemar's p on the same images."""
+def add_comparison(df: pd.DataFrame, pairs: dict, labels, name: str) -> pd.DataFrame:
+    """For each run paired with another (`pairs`: run -> partner run, both rows of `df`): columns
+    `<name>_run`, `delta_vs_<name>` (Δ top-1 in pp, run - partner), `p_vs_<name>` (McNemar's p on the
+    same images, `tokred.study.metrics.mcnemar`) and `changed_vs_<name>` (% of images whose predicted class
+    differs) and `logit_diff_vs_<name>` (largest |logit difference|: 0 when the two runs are identical);
+    NaN for runs without a partner in `df`."""
     import torch
 
     from ..study.metrics import correct, mcnemar
 
-    def corr(path):
-        logits = torch.load(Path(path).with_name("logits.pt"), weights_only=False)["logits"]
-        return correct(logits, labels)
+    def logits(path):
+        return torch.load(Path(path).with_name("logits.pt"), weights_only=False)["logits"]
 
     by_run = df.set_index("run")
     out = df.copy()
-    out["tome_run"], out["delta_vs_tome"], out["p_vs_tome"] = None, float("nan"), float("nan")
+    out[f"{name}_run"], out[f"delta_vs_{name}"], out[f"p_vs_{name}"] = None, float("nan"), float("nan")
+    out[f"changed_vs_{name}"], out[f"logit_diff_vs_{name}"] = float("nan"), float("nan")
     for i, row in out.iterrows():
-        tome = pairs.get(row["run"])
-        if tome is None or tome not in by_run.index:
+        other = pairs.get(row["run"])
+        if other is None or other not in by_run.index:
             continue
-        test = mcnemar(corr(by_run.loc[tome, "path"]), corr(row["path"]))
-        out.at[i, "tome_run"] = tome
-        out.at[i, "delta_vs_tome"] = row["top1"] - by_run.loc[tome, "top1"]
-        out.at[i, "p_vs_tome"] = test["p_value"]
+        a, b = logits(by_run.loc[other, "path"]), logits(row["path"])
+        out.at[i, f"{name}_run"] = other
+        out.at[i, f"delta_vs_{name}"] = row["top1"] - by_run.loc[other, "top1"]
+        out.at[i, f"p_vs_{name}"] = mcnemar(correct(a, labels), correct(b, labels))["p_value"]
+        out.at[i, f"changed_vs_{name}"] = 100.0 * (a.argmax(-1) != b.argmax(-1)).double().mean().item()
+        out.at[i, f"logit_diff_vs_{name}"] = (a.double() - b.double()).abs().max().item()
     return out
+
+
+def add_tome_comparison(df: pd.DataFrame, pairs: dict, labels) -> pd.DataFrame:
+    """For each run paired with a ToMe run: Δ top-1 (pp, ours - ToMe) and McNemar's p on the same images
+    (columns tome_run, delta_vs_tome, p_vs_tome)."""
+    return add_comparison(df, pairs, labels, "tome")
 
 
 def load_ood(paths) -> pd.DataFrame:

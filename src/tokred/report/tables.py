@@ -17,9 +17,9 @@ def _star(p: float) -> str:
     return r"$^{*}$" if p == p and p < 0.05 else ""
 
 
-def _write_table(tex_path: str, colspec: str, header: str, body: list[str]) -> None:
+def _write_table(tex_path: str, colspec: str, header: str, body: list[str], tail: tuple[str, ...] = ()) -> None:
     io.write_text(tex_path, "\n".join([rf"\begin{{tabular}}{{{colspec}}}", r"\toprule", header + r" \\", r"\midrule",
-                                        *body, r"\bottomrule", r"\end{tabular}", ""]))
+                                        *body, r"\bottomrule", r"\end{tabular}", *tail, ""]))
 
 
 def _ci(row) -> str:
@@ -72,19 +72,99 @@ def full_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
     return t
 
 
+def _pct(fraction: float) -> str:
+    """A fraction as percent, one decimal; rare events (< 0.1%) with two significant digits, not as 0.0."""
+    v = 100 * fraction
+    return f"{v:.2g}" if 0 < v < 0.1 else f"{v:.1f}"
+
+
+def _change(overrides: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "reference"
+
+
 def ablation_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
-    """Ablations of ours: each variant's knob change, Top-1 with interval, Δ vs ToMe at equal r."""
-    a = df[df.group == "ablations"]
+    """Ablations of a method: each variant's knob change, GFLOPs, Top-1 with interval, Δ top-1 against the
+    group's reference run (`<method>_ref`; columns of `load.add_comparison(..., "ref")`) with McNemar's
+    p (star: p < 0.05), the % of images whose prediction changed, and how often the L2 clip fired (% of
+    merged tokens). The .tex file ends with \\gdef\\ablationcomponents{...}: one sentence per ablated
+    component saying whether it acts (`component_sentences`), for the caption or the text after it."""
+    a = df[df.group == "ablations"].copy()
+    a.insert(a.columns.get_loc("method") + 1, "change", a["overrides"].map(_change))
     with io.atomic_path(csv_path) as tmp:
         a.drop(columns=DETAIL).to_csv(tmp, index=False, float_format="%.6g")
     body = []
     for _, r in a.iterrows():
-        change = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "reference"
-        body.append(f"{tex_escape(r['run'])} & {tex_escape(change)} & {r['gflops']:.3f} & {_ci(r)} & "
-                    f"{r['delta_vs_tome']:+.2f}{_star(r['p_vs_tome'])} & {r['kl']:.4f} & {r['delta_margin']:+.3f} \\\\")
-    _write_table(tex_path, "llrcrrr", r"Variant & Change & GFLOPs & Top-1 [95\% CI] & $\Delta$ vs ToMe & KL & "
-                 r"$\Delta$margin", body)
+        ref = pd.isna(r["ref_run"])
+        delta = "--" if ref else f"{r['delta_vs_ref']:+.2f}{_star(r['p_vs_ref'])}"
+        p = "--" if ref else f"{r['p_vs_ref']:.2g}"
+        changed = "--" if ref else f"{r['changed_vs_ref']:.1f}"
+        clip = "--" if pd.isna(r["clip_fired"]) else _pct(r["clip_fired"])
+        body.append(f"{tex_escape(r['run'])} & {tex_escape(r['change'])} & {r['gflops']:.3f} & {_ci(r)} & {delta} & "
+                    f"{p} & {changed} & {clip} & {r['kl']:.4f} \\\\")
+    _write_table(tex_path, "llrcrrrrr", r"Variant & Change & GFLOPs & Top-1 [95\% CI] & $\Delta$ vs ref & $p$ & "
+                 r"Changed (\%) & Clip (\%) & KL", body,
+                 tail=(r"\gdef\ablationcomponents{" + " ".join(component_sentences(a)) + "}",))
     return a
+
+
+def _pct(fraction: float) -> str:
+    """A fraction as percent, one decimal; rare events (< 0.1%) with two significant digits, not as 0.0."""
+    v = 100 * fraction
+    return f"{v:.2g}" if 0 < v < 0.1 else f"{v:.1f}"
+
+
+def _change(overrides: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "reference"
+
+
+# Readable names of the knobs an ablation variant changes (docs/method.md §3).
+COMPONENTS = {("temperature",): "Temperature $n$", ("clip_tau",): r"The L2 clip $\tau$", ("sizes",): "Sizes",
+              ("size_mode",): "The merge weights", ("space",): "The merge space", ("push",): "Push-lite",
+              ("eta",): r"Damping $\eta$", ("q",): "The hub quota $q$", ("match",): "The match feature",
+              ("topr",): "top-$r$", ("recenter",): "Re-centring", ("clip_tau", "recenter"): "Re-centring with the clip"}
+
+
+def _verdict(rows: list) -> str:
+    """Whether a component acts, from its variants' comparisons with the reference."""
+    if max(r["logit_diff_vs_ref"] for r in rows) == 0:
+        return "leaves every logit as the reference's: it does not act here"
+    changed = max(r["changed_vs_ref"] for r in rows)
+    if changed == 0:
+        return "changes logits but no prediction"
+    p = min(r["p_vs_ref"] for r in rows)
+    sig = r", significant at 5\%" if p < 0.05 else ""
+    return (f"changes up to {changed:.1f}\\% of the predictions and top-1 by at most "
+            f"{max(abs(r['delta_vs_ref']) for r in rows):.2f}\\,pp (smallest McNemar $p={p:.2g}${sig})")
+
+
+def component_sentences(a: pd.DataFrame) -> list[str]:
+    """One LaTeX sentence per ablated component (variants grouped by the knobs they change) saying whether
+    it acts, from the frame `ablation_table` builds: identical logits to the reference (does not act), or
+    the largest share of changed predictions, the largest |Δ top-1| and the smallest McNemar p; for the L2
+    clip also how often it fired, for the merge space the GFLOPs. [] without a reference run."""
+    refs = a[a["ref_run"].isna()]
+    if refs.empty:
+        return []
+    ref = refs.iloc[0]
+    groups: dict[tuple, list] = {}
+    for _, r in a[a["ref_run"].notna()].iterrows():
+        groups.setdefault(tuple(sorted(r["overrides"])), []).append(r)
+    out = []
+    for keys, rows in groups.items():
+        name = COMPONENTS.get(keys, ", ".join(tex_escape(k) for k in keys))
+        values = "; ".join(tex_escape(_change(r["overrides"])) for r in rows)
+        extra = ""
+        tau = (ref["method_config"] or {}).get("clip_tau")
+        if keys == ("clip_tau",) and tau is not None and not pd.isna(ref["clip_fired"]):
+            fired = ", ".join(f"{_pct(r['clip_fired'])}\\% at $\\tau={r['overrides']['clip_tau']:g}$" for r in rows
+                              if not pd.isna(r["clip_fired"]))
+            extra = (f"; the clip shortened {_pct(ref['clip_fired'])}\\% of the merged tokens at the reference's "
+                     f"$\\tau={tau:g}$" + (f", {fired}" if fired else ""))
+        elif keys == ("space",):
+            extra = ("; GFLOPs " + ", ".join(f"{r['gflops']:.3f} ({tex_escape(r['overrides']['space'])})" for r in rows)
+                     + f" against {ref['gflops']:.3f} for the reference")
+        out.append(f"{name} ({values}) {_verdict(rows)}{extra}.")
+    return out
 
 
 def tex_escape(s: str) -> str:

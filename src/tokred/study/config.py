@@ -200,8 +200,12 @@ def expand_runs(cfg: dict) -> dict[tuple[str, str], dict]:
     if "ablations" in ex:
         a = ex["ablations"]
         _method("experiments.ablations.method", a["method"])
-        add("ablations", f"{a['method']}_ref", method=a["method"], r=a["r"])
+        ref = f"{a['method']}_ref"
+        add("ablations", ref, method=a["method"], r=a["r"])
         for name, overrides in a["variants"].items():
+            if name == ref:
+                raise ValueError(f"config key 'experiments.ablations.variants.{name}': {ref!r} is the name of the "
+                                 "reference run (the method unchanged) that every variant is compared with; rename it")
             _method(f"experiments.ablations.variants.{name}", a["method"], overrides)
             add("ablations", name, method=a["method"], overrides=overrides, r=a["r"])
     return runs
@@ -267,14 +271,20 @@ def ood_runs(cfg: dict) -> list[dict]:
 
 
 def comparisons(runs: dict) -> dict[str, str]:
-    """Run -> the ToMe run it is compared with at equal r or equal GFLOPs (McNemar, Δ columns)."""
+    """Run -> the run it is compared with on the same images (McNemar, Δ columns): early and full-layer
+    runs -> ToMe at equal r or equal GFLOPs; an ablation variant -> its group's reference run
+    (`<method>_ref`: the method with no knob changed, same r), so that Δ is what the knob changes."""
     pairs = {}
     for (group, name), spec in runs.items():
         if group == "early" and spec["method"] != "tome":
             tome = f"tome_{spec['layers']}_r{spec['r']}"
             if ("early", tome) in runs:
                 pairs[name] = tome
-        elif group in ("full", "ablations"):
+        elif group == "ablations":
+            ref = f"{spec['method']}_ref"
+            if name != ref and ("ablations", ref) in runs:
+                pairs[name] = ref
+        elif group == "full":
             r = spec["match"]["tome_r"] if "match" in spec else spec["r"]
             if ("reproduce", f"tome_r{r}") in runs:
                 pairs[name] = f"tome_r{r}"

@@ -17,6 +17,7 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
     compute logits on `eval.device`, FLOPs and metrics against the baseline logits. Raises RuntimeError
     naming `eval.device` before any work when it names CUDA and CUDA is not available."""
     from ..flops import count_flops
+    from ..patching import clip_stats, is_patched, track_clips
 
     device = eval_device(cfg)  # first: a CUDA config on a CPU machine fails here, before any work
     io.set_threads(threads)
@@ -27,10 +28,14 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
     schedule = apply_run(model, run, load_json(schedule_path))
     gflops = count_flops(model, input_size)
 
+    if is_patched(model):
+        track_clips(model)  # how often the L2 clip fires over the eval set (FLOP counting excluded)
     logits, model_s = compute_logits(model, es, cfg["eval"]["batch_size"], device=device, desc=run["name"])
     labels = es["labels"]
     base = torch.load(base_logits_path, weights_only=False)["logits"] if base_logits_path else logits
-    result = run_metrics(cfg, run, model, logits, base, labels, gflops, base_gflops, schedule, device=device)
+    clips = clip_stats(model) if is_patched(model) else None
+    result = run_metrics(cfg, run, model, logits, base, labels, gflops, base_gflops, schedule, device=device,
+                         clip_fired=clips and clips["fraction"], clip_counts=clips)
     print(f"{run['name']}: top1 {result['top1']:.2f} drop {result['drop_pp']:.2f} pp "
           f"GFLOPs {gflops:.3f}; {len(labels) / model_s:.1f} img/s in the model")
     io.save_torch(out_logits, {"logits": logits})
@@ -41,7 +46,10 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
 def run_metrics(cfg: dict, run: dict, model, logits, base, labels, gflops: float, base_gflops: float,
                 schedule: dict, *, device="cpu", **extra) -> dict:
     """The metrics JSON of one run (docs/method.md §4) with its method, schedule and provenance (which records
-    the evaluation `device` and the numerics of `tokred.study.device.exact_fp32`)."""
+    the evaluation `device` and the numerics of `tokred.study.device.exact_fp32`); `extra` keys are added as
+    they are (the evaluation job adds `clip_fired`: per block, the fraction of merged tokens the L2 clip
+    shortened, None where a block merged nothing, or None for a method without clip; and `clip_counts`:
+    the counts behind it, see `tokred.patching.clip_stats`)."""
     reduced = bool(run.get("method"))
     return {
         "run": run["name"],
