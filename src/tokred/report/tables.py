@@ -107,16 +107,6 @@ def ablation_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFra
     return a
 
 
-def _pct(fraction: float) -> str:
-    """A fraction as percent, one decimal; rare events (< 0.1%) with two significant digits, not as 0.0."""
-    v = 100 * fraction
-    return f"{v:.2g}" if 0 < v < 0.1 else f"{v:.1f}"
-
-
-def _change(overrides: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "reference"
-
-
 # Readable names of the knobs an ablation variant changes (docs/method.md §3).
 COMPONENTS = {("temperature",): "Temperature $n$", ("clip_tau",): r"The L2 clip $\tau$", ("sizes",): "Sizes",
               ("size_mode",): "The merge weights", ("space",): "The merge space", ("push",): "Push-lite",
