@@ -39,6 +39,24 @@ def test_cross_key_mistakes_name_the_key(key, value, words):
         preflight.check_config(cfg)
 
 
+@pytest.mark.parametrize("changes, words", [
+    ({"experiments.full.target_r": 2, "experiments.full.keep_shapes": ["uniform", "early"],
+      "experiments.reproduce.r": [0, 2, 13]}, "'early'.*raise target_r"),
+    ({"experiments.full.target_r": 60, "experiments.full.keep_shapes": ["late"], "experiments.full.late_k": 11,
+      "experiments.reproduce.r": [0, 13, 60]}, "'late'.*lower target_r"),
+])
+def test_unreachable_full_target_r_names_the_key(changes, words):
+    cfg = copy.deepcopy(MICRO)
+    for key, value in changes.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    with pytest.raises(ValueError, match="experiments.full.target_r.*" + words):
+        preflight.check_config(cfg)
+
+
 def test_shipped_configs_pass():
     for f in ("config.yaml", "micro.yaml", "embedded_full.yaml"):
         preflight.check_config(yaml.safe_load((ROOT / "config" / f).read_text()))

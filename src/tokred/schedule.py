@@ -242,3 +242,17 @@ def token_counts(num_patches: int, rs: Sequence[int]) -> list[int]:
     for ri in rs:
         counts.append(counts[-1] - ri)
     return counts
+
+
+def approx_block_flops(num_patches: int, rs: Sequence[int], dim: int, num_prefix_tokens: int = 1) -> float:
+    """Multiply-adds of the transformer blocks under a resolved schedule, from token counts alone (no
+    model, no torch): per block, qkv and projection (4 C^2 N) and the two attention products (2 N^2 C)
+    on the N tokens entering it, the MLP (8 C^2 N') on the N' tokens left after its merge. The selector's
+    extra work, merges and the patch embedding are left out: good for telling a reachable FLOPs target
+    from a clearly unreachable one, not for reporting (use `tokred.flops.count_flops`)."""
+    total, n = 0.0, num_patches
+    for r in rs:
+        n_in, n_out = n + num_prefix_tokens, n - r + num_prefix_tokens
+        total += 4 * dim * dim * n_in + 2 * n_in * n_in * dim + 8 * dim * dim * n_out
+        n -= r
+    return total

@@ -4,6 +4,9 @@ The JSON schema (config/schema.yaml) checks keys, types and ranges; this adds wh
 see (dataset paths on disk, the synthetic task's own keys, method knobs) so a bad config fails
 before any job, and turns the experiment groups into one run spec per job. `check_yaml_types`
 runs before the schema and names every number that YAML 1.1 read as a string.
+
+One module (over 300 lines): the checks and the run expansion read the same keys and must agree on
+what a run is; it is the Snakefile's single entry point.
 """
 from __future__ import annotations
 
@@ -152,6 +155,45 @@ def check_cross_keys(cfg: dict) -> None:
         if r is not None and r not in tome_r:
             raise ValueError(f"config key '{key}': {r} is not in experiments.reproduce.r {sorted(tome_r)}; the "
                              "comparison needs ToMe's run at that r (add it there)")
+    _check_reachable(cfg)
+
+
+def _check_reachable(cfg: dict, margin: float = 0.05) -> None:
+    """Every keep shape of `experiments.full` can reach ToMe r = target_r's cost, by the token-count
+    estimate of `tokred.schedule.approx_block_flops`: at its most aggressive (keep 0: the 50% cap in
+    every block it may reduce) it must cost no more, at its mildest (keep 1: only what the shape fixes,
+    e.g. the early boost) no less, each within `margin`; else fails naming the key.
+    Needs the architecture without torch: the embedded model's config (other models are checked by
+    the matching job itself, which fails naming the shape)."""
+    from ..schedule import approx_block_flops, keep_shape_ratios, resolve
+
+    full, m = cfg["experiments"].get("full"), cfg["model"]
+    if not full or m["source"] != "embedded":
+        return
+    from ..data.synthetic import resolve_task
+
+    depth, dim = m["depth"], m["embed_dim"]
+    n = (resolve_task(cfg["task"])["img_size"] // m["patch_size"]) ** 2
+    target = approx_block_flops(n, resolve(depth, n, full["target_r"]), dim)
+    kw = {"late_k": full.get("late_k", 3), "early_boost": full.get("early_boost", 0.1)}
+    for shape in full["keep_shapes"]:
+        uses = {"early": ("early_boost",), "late": ("late_k",), "early_mid_late": ("early_boost", "late_k")}
+        shape_kw = {k: v for k, v in kw.items() if k in uses.get(shape, ())}
+
+        def ratios(keep, shape=shape, shape_kw=shape_kw):
+            return keep_shape_ratios(shape, depth, keep, **shape_kw)
+
+        lo = approx_block_flops(n, resolve(depth, n, keep=ratios(0.0)), dim)
+        hi = approx_block_flops(n, resolve(depth, n, keep=ratios(1.0)), dim)
+        key = f"config key 'experiments.full.target_r': {full['target_r']} is out of reach of keep shape {shape!r}: "
+        if lo > (1 + margin) * target:
+            raise ValueError(key + f"removing the most it may (half the tokens of every block it reduces) still "
+                             f"costs {lo / target:.2f}x ToMe r={full['target_r']} (estimated from token counts); "
+                             "lower target_r" + (" or late_k" if "late" in shape else ""))
+        if hi < (1 - margin) * target:
+            raise ValueError(key + f"its fixed reduction alone costs {hi / target:.2f}x ToMe r={full['target_r']} "
+                             "(estimated from token counts): ToMe removes less than the shape always does; "
+                             "raise target_r" + (" or lower early_boost" if "early" in shape else ""))
 
 
 def _method(key: str, name: str, overrides: dict | None = None) -> None:
