@@ -250,8 +250,10 @@ def test_ablation_table_reports_delta_vs_reference_gflops_clip_and_whether_compo
     tex = (tmp_path / "a.tex").read_text()
     assert "4.900" in tex and r"$\Delta$ vs ref" in tex and "50.0" in tex  # GFLOPs, Δ column, clip %
     sentences = tex[tex.index(r"\gdef\ablationcomponents"):]
-    assert "Sizes (sizes=False) leaves every logit as the reference's: it does not act here." in sentences
-    assert "Temperature $n$ (temperature=2.0) changes logits but no prediction." in sentences
+    assert "Sizes (sizes=False): every logit equals the reference's: it does not act here." in sentences
+    assert "Temperature $n$ (temperature=2.0): logits change, no prediction does." in sentences
+    assert (r"L2 clip $\tau$ (clip\_tau=1.0): up to 20.0\% of the predictions change, top-1 by at most 20.00\,pp "
+            r"(smallest McNemar $p=1.9\times10^{-6}$, significant at 5\%)") in sentences
     assert r"clip shortened 0.0\% of the merged tokens at the reference's $\tau=2$, 50.0\% at $\tau=1$" in sentences
     assert "GFLOPs 4.900 (kv\\_only) against 2.700 for the reference" in sentences
 

@@ -193,7 +193,7 @@ def test_full_grid_extends_the_default(tmp_path):
         assert default[key] == full[key], key
     cfg = write_config(tmp_path / "full.yaml", "embedded_full.yaml", results_dir=str(tmp_path / "results"))
     counts = job_counts(snakemake("--configfile", str(cfg), "-n")[1])
-    assert counts["evaluate"] == 1 + 5 + 40 + 3 + 27 and counts["evaluate_ood"] == 16
+    assert counts["evaluate"] == 1 + 5 + 40 + 3 + 28 and counts["evaluate_ood"] == 16
 
 
 @pytest.mark.parametrize("override, needle", [

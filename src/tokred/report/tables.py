@@ -86,7 +86,7 @@ def ablation_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFra
     """Ablations of a method: each variant's knob change, GFLOPs, Top-1 with interval, Δ top-1 against the
     group's reference run (`<method>_ref`; columns of `load.add_comparison(..., "ref")`) with McNemar's
     p (star: p < 0.05), the % of images whose prediction changed, and how often the L2 clip fired (% of
-    merged tokens). The .tex file ends with \\gdef\\ablationcomponents{...}: one sentence per ablated
+    merged tokens); KL and Δmargin are in the CSV. The .tex file ends with \\gdef\\ablationcomponents{...}: one sentence per ablated
     component saying whether it acts (`component_sentences`), for the caption or the text after it."""
     a = df[df.group == "ablations"].copy()
     a.insert(a.columns.get_loc("method") + 1, "change", a["overrides"].map(_change))
@@ -96,35 +96,44 @@ def ablation_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFra
     for _, r in a.iterrows():
         ref = pd.isna(r["ref_run"])
         delta = "--" if ref else f"{r['delta_vs_ref']:+.2f}{_star(r['p_vs_ref'])}"
-        p = "--" if ref else f"{r['p_vs_ref']:.2g}"
+        p = "--" if ref else f"${_p_tex(r['p_vs_ref'])}$"
         changed = "--" if ref else f"{r['changed_vs_ref']:.1f}"
         clip = "--" if pd.isna(r["clip_fired"]) else _pct(r["clip_fired"])
-        body.append(f"{tex_escape(r['run'])} & {tex_escape(r['change'])} & {r['gflops']:.3f} & {_ci(r)} & {delta} & "
-                    f"{p} & {changed} & {clip} & {r['kl']:.4f} \\\\")
-    _write_table(tex_path, "llrcrrrrr", r"Variant & Change & GFLOPs & Top-1 [95\% CI] & $\Delta$ vs ref & $p$ & "
-                 r"Changed (\%) & Clip (\%) & KL", body,
+        ci = f"{r['top1']:.2f} [{r['top1_lo']:.1f}, {r['top1_hi']:.1f}]"
+        body.append(f"{tex_escape(r['run'])} & {tex_escape(r['change'])} & {r['gflops']:.3f} & {ci} & {delta} & "
+                    f"{p} & {changed} & {clip} \\\\")
+    _write_table(tex_path, "llrcrrrr", r"Variant & Change & GFLOPs & Top-1 [95\% CI] & $\Delta$ vs ref & $p$ & "
+                 r"Changed (\%) & Clip (\%)", body,
                  tail=(r"\gdef\ablationcomponents{" + " ".join(component_sentences(a)) + "}",))
     return a
 
 
 # Readable names of the knobs an ablation variant changes (docs/method.md §3).
-COMPONENTS = {("temperature",): "Temperature $n$", ("clip_tau",): r"The L2 clip $\tau$", ("sizes",): "Sizes",
-              ("size_mode",): "The merge weights", ("space",): "The merge space", ("push",): "Push-lite",
-              ("eta",): r"Damping $\eta$", ("q",): "The hub quota $q$", ("match",): "The match feature",
-              ("topr",): "top-$r$", ("recenter",): "Re-centring", ("clip_tau", "recenter"): "Re-centring with the clip"}
+COMPONENTS = {("temperature",): "Temperature $n$", ("clip_tau",): r"L2 clip $\tau$", ("sizes",): "Sizes",
+              ("size_mode",): "Merge weights", ("space",): "Merge space", ("push",): "Push-lite",
+              ("eta",): r"Damping $\eta$", ("q",): "Hub quota $q$", ("match",): "Match feature",
+              ("topr",): "Top-$r$", ("recenter",): "Re-centring", ("clip_tau", "recenter"): "Re-centring and clip"}
+
+
+def _p_tex(p: float) -> str:
+    """A p-value for LaTeX math mode: 0.012, or 5.4\\times10^{-124} below 0.001."""
+    if p >= 1e-3 or p == 0:
+        return f"{p:.2g}"
+    mant, exp = f"{p:.1e}".split("e")
+    return rf"{mant}\times10^{{{int(exp)}}}"
 
 
 def _verdict(rows: list) -> str:
     """Whether a component acts, from its variants' comparisons with the reference."""
     if max(r["logit_diff_vs_ref"] for r in rows) == 0:
-        return "leaves every logit as the reference's: it does not act here"
+        return "every logit equals the reference's: it does not act here"
     changed = max(r["changed_vs_ref"] for r in rows)
     if changed == 0:
-        return "changes logits but no prediction"
+        return "logits change, no prediction does"
     p = min(r["p_vs_ref"] for r in rows)
     sig = r", significant at 5\%" if p < 0.05 else ""
-    return (f"changes up to {changed:.1f}\\% of the predictions and top-1 by at most "
-            f"{max(abs(r['delta_vs_ref']) for r in rows):.2f}\\,pp (smallest McNemar $p={p:.2g}${sig})")
+    return (f"up to {changed:.1f}\\% of the predictions change, top-1 by at most "
+            f"{max(abs(r['delta_vs_ref']) for r in rows):.2f}\\,pp (smallest McNemar $p={_p_tex(p)}${sig})")
 
 
 def component_sentences(a: pd.DataFrame) -> list[str]:
@@ -153,7 +162,7 @@ def component_sentences(a: pd.DataFrame) -> list[str]:
         elif keys == ("space",):
             extra = ("; GFLOPs " + ", ".join(f"{r['gflops']:.3f} ({tex_escape(r['overrides']['space'])})" for r in rows)
                      + f" against {ref['gflops']:.3f} for the reference")
-        out.append(f"{name} ({values}) {_verdict(rows)}{extra}.")
+        out.append(f"{name} ({values}): {_verdict(rows)}{extra}.")
     return out
 
 
