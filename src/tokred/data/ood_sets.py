@@ -143,18 +143,23 @@ def list_imagenet_c(root: str | Path, corruptions: Sequence[str] | str | None = 
     root = Path(root)
     if class_index_wnids is not None:
         class_index_wnids = check_class_wnids(class_index_wnids, "class_index_wnids", None)
-    out: dict[tuple[str, int], list] = {}
-    classes0 = None
-    for c, s, d in _imagenet_c_dirs(root, corruptions, severities):
-        wnids, labels = _wnid_folders(d, f"ImageNet-C ({c}, severity {s})", class_index_wnids,
-                                      num_classes)
-        if classes0 is None:
-            classes0 = (d, wnids)
-        elif wnids != classes0[1]:
-            raise ValueError(f"ImageNet-C directory {d}: class folders differ from those of "
-                             f"{classes0[0]}; the conditions would not be comparable")
-        out[(c, s)] = folder_samples(d, wnids, labels)
-    return out
+    return {(c, s): folder_samples(d, wnids, labels)
+            for c, s, d, wnids, labels in _imagenet_c_classes(root, corruptions, severities, class_index_wnids,
+                                                              num_classes)}
+
+
+def _imagenet_c_classes(root, corruptions, severities, class_index_wnids, num_classes):
+    """(corruption, severity, folder, wnids, labels) of every condition; every condition must hold the same
+    class folders (else they would not be comparable). Raises ValueError naming the folder at fault."""
+    ref = None
+    for c, s, d in _imagenet_c_dirs(Path(root), corruptions, severities):
+        wnids, labels = _wnid_folders(d, f"ImageNet-C ({c}, severity {s})", class_index_wnids, num_classes)
+        if ref is None:
+            ref = (d, wnids)
+        elif wnids != ref[1]:
+            raise ValueError(f"ImageNet-C directory {d}: its {len(wnids)} class folders differ from the "
+                             f"{len(ref[1])} of {ref[0]}; the conditions would not be comparable")
+        yield c, s, d, wnids, labels
 
 
 class _RequireSize:
@@ -192,16 +197,7 @@ def _check_imagenet_c_shallow(root, corruptions, severities, class_index_wnids=N
     """Every (corruption, severity) folder exists and holds the same class folders, each a wnid
     with a class index; the first and last class folders of each hold images. No full file
     listing (750k files)."""
-    root = Path(root)
-    ref = None
-    for c, s, d in _imagenet_c_dirs(root, corruptions, severities):
-        wnids, _ = _wnid_folders(d, f"ImageNet-C ({c}, severity {s})", class_index_wnids,
-                                 num_classes)
-        if ref is None:
-            ref = (d, wnids)
-        elif wnids != ref[1]:
-            raise ValueError(f"ImageNet-C directory {d}: {len(wnids)} class folders, differing "
-                             f"from the {len(ref[1])} of {ref[0]}")
+    for _, _, d, wnids, _ in _imagenet_c_classes(root, corruptions, severities, class_index_wnids, num_classes):
         for w in {wnids[0], wnids[-1]}:
             if not image_files(d / w):
                 raise ValueError(f"class folder {d / w} contains no images")
