@@ -440,3 +440,11 @@ def load_pretrained(model_name: str, weights_path: str | Path, num_classes: int 
                          f"{model_kwargs or ''}: " + "; ".join(parts))
     model.load_state_dict(sd, strict=True)
     return model.eval()
+
+
+def download_hub_weights(cfg: dict, out: str) -> dict:
+    """The download job of a hub profile: `model.url`, or the hub file of `model.hub_id` (default: the
+    timm name's hub id), fetched once into `out` with its sha256 sidecar (`download_weights`)."""
+    m = cfg["model"]
+    url = m.get("url") or hub_url(m.get("hub_id") or default_hub_id(m["name"]))
+    return download_weights(url, out, sha256=m.get("sha256"), retries=m.get("download_retries", 3))

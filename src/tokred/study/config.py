@@ -56,7 +56,7 @@ def _string_number(key: str, value: str, integer: bool = False) -> str:
     return f"config key '{key}': {value!r} is a string, not a number; {yaml_number_hint(value, integer)}"
 
 
-def check_yaml_types(cfg: dict, schema: dict | str | Path) -> None:
+def check_yaml_types(cfg: dict, schema: dict | str | Path, errors: list | None = None) -> None:
     """Fail on values that YAML 1.1 typed differently from what the writer meant, naming each key.
 
     PyYAML, which Snakemake reads config files with, follows YAML 1.1: `5e-2`, `1E-3` and `.5e1`
@@ -87,7 +87,7 @@ def check_yaml_types(cfg: dict, schema: dict | str | Path) -> None:
         for sub in err.context or ():
             visit(sub)
 
-    for err in jsonschema.Draft202012Validator(schema).iter_errors(cfg):
+    for err in errors if errors is not None else jsonschema.Draft202012Validator(schema).iter_errors(cfg):
         visit(err)
 
     model = cfg.get("model")
@@ -120,9 +120,10 @@ def check_schema(cfg: dict, schema: dict | str | Path) -> None:
 
     if not isinstance(schema, dict):
         schema = yaml.safe_load(Path(schema).read_text())
-    check_yaml_types(cfg, schema)
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
+    check_yaml_types(cfg, schema, errors)
     lines = {}
-    for err in jsonschema.Draft202012Validator(schema).iter_errors(cfg):
+    for err in errors:
         leaf = jsonschema.exceptions.best_match(err.context) if err.context else err
         key = _config_key(leaf.absolute_path) or "(top level)"
         lines.setdefault(key, f"config key '{key}': {leaf.message}")
@@ -158,6 +159,16 @@ def check_cross_keys(cfg: dict) -> None:
     _check_reachable(cfg)
 
 
+# The knobs of experiments.full each keep shape reads (tokred.schedule.keep_shape_ratios), with defaults.
+SHAPE_KNOBS = {"uniform": (), "early": ("early_boost",), "late": ("late_k",), "early_mid_late": ("early_boost", "late_k")}
+SHAPE_DEFAULTS = {"late_k": 3, "early_boost": 0.1}
+
+
+def full_shape_kw(full: dict, shape: str) -> dict:
+    """keep_shape_ratios' keyword arguments for one keep shape of the `experiments.full` section."""
+    return {k: full.get(k, SHAPE_DEFAULTS[k]) for k in SHAPE_KNOBS[shape]}
+
+
 def _check_reachable(cfg: dict, margin: float = 0.05) -> None:
     """Every keep shape of `experiments.full` can reach ToMe r = target_r's cost, by the token-count
     estimate of `tokred.schedule.approx_block_flops`: at its most aggressive (keep 0: the 50% cap in
@@ -175,10 +186,8 @@ def _check_reachable(cfg: dict, margin: float = 0.05) -> None:
     depth, dim = m["depth"], m["embed_dim"]
     n = (resolve_task(cfg["task"])["img_size"] // m["patch_size"]) ** 2
     target = approx_block_flops(n, resolve(depth, n, full["target_r"]), dim)
-    kw = {"late_k": full.get("late_k", 3), "early_boost": full.get("early_boost", 0.1)}
     for shape in full["keep_shapes"]:
-        uses = {"early": ("early_boost",), "late": ("late_k",), "early_mid_late": ("early_boost", "late_k")}
-        shape_kw = {k: v for k, v in kw.items() if k in uses.get(shape, ())}
+        shape_kw = full_shape_kw(full, shape)
 
         def ratios(keep, shape=shape, shape_kw=shape_kw):
             return keep_shape_ratios(shape, depth, keep, **shape_kw)
@@ -231,13 +240,9 @@ def expand_runs(cfg: dict) -> dict[tuple[str, str], dict]:
     if "full" in ex:
         f = ex["full"]
         _method("experiments.full.method", f["method"])
-        knobs = {"late_k": f.get("late_k", 3), "early_boost": f.get("early_boost", 0.1)}
-        uses = {"uniform": (), "early": ("early_boost",), "late": ("late_k",),
-                "early_mid_late": ("early_boost", "late_k")}
         for keep_shape in f["keep_shapes"]:
             add("full", f"{f['method']}_{keep_shape}", method=f["method"],
-                match={"tome_r": f["target_r"], "keep_shape": keep_shape,
-                       "shape_kw": {k: knobs[k] for k in uses[keep_shape]}})
+                match={"tome_r": f["target_r"], "keep_shape": keep_shape, "shape_kw": full_shape_kw(f, keep_shape)})
 
     if "ablations" in ex:
         a = ex["ablations"]

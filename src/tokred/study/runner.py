@@ -36,13 +36,6 @@ def build_model(cfg: dict, weights_path: str) -> torch.nn.Module:
     return model.eval()
 
 
-def download_hub_weights(cfg: dict, out: str) -> dict:
-    from ..data.weights import default_hub_id, download_weights, hub_url
-
-    m = cfg["model"]
-    url = m.get("url") or hub_url(m.get("hub_id") or default_hub_id(m["name"]))
-    return download_weights(url, out, sha256=m.get("sha256"), retries=m.get("download_retries", 3))
-
 def compute_logits(model: torch.nn.Module, eval_set: dict, batch_size: int, *, device: str | torch.device = "cpu",
                    desc: str = "eval", progress: bool = True) -> tuple[torch.Tensor, float]:
     """Logits of `model` over the cached set on `device`: (float32 [N, K] on the CPU, seconds spent in
