@@ -11,7 +11,7 @@ LOCK := requirements/lock.txt
 TORCH ?= cuda
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install latex paper test dry-run lock clean
+.PHONY: install latex paper test dry-run lock clean rulegraph
 
 install: $(VENV)/.installed latex
 
@@ -39,6 +39,11 @@ test: install
 
 dry-run: $(VENV)/.installed
 	$(VENV)/bin/snakemake -n --cores $(CORES)
+
+# The README's rule graph (needs Graphviz's `dot`: apt-get install graphviz).
+rulegraph: $(VENV)/.installed
+	$(VENV)/bin/snakemake --rulegraph --cores 1 | dot -Tpng -Gdpi=80 > docs/img/rulegraph.png.tmp
+	mv docs/img/rulegraph.png.tmp docs/img/rulegraph.png
 
 lock: $(VENV)/.installed
 	tools/lock.sh $(VENV)

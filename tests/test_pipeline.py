@@ -155,6 +155,32 @@ def test_html_report_has_every_figure_with_its_caption(micro):
     assert "trace_source" in html  # the merges caption (report/merges.rst)
 
 
+def test_slurm_requests_from_the_runs_benchmark_files(micro):
+    """tools/slurm_resources.py: every measured rule gets mem_mb >= its largest RSS and runtime >= its
+    longest wall time, in a profile that keeps the other per-rule keys of profiles/slurm."""
+    import pandas as pd
+
+    tmp, _ = micro
+    bench, out = tmp / "results" / "benchmarks", tmp / "slurm-measured"
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "slurm_resources.py"), str(bench), "--out", str(out)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    prof = yaml.safe_load((out / "config.yaml").read_text())
+    base = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    rules = {f.relative_to(bench).parts[0].removesuffix(".tsv") for f in bench.rglob("*.tsv")}
+    assert {"train_embedded", "evaluate", "evaluate_ood", "time_latency"} <= rules
+    for rule in rules:
+        files = [bench / f"{rule}.tsv"] if (bench / f"{rule}.tsv").exists() else list((bench / rule).rglob("*.tsv"))
+        t = pd.concat([pd.read_csv(f, sep="\t") for f in files])
+        req = prof["set-resources"][rule]
+        assert req["mem_mb"] >= t["max_rss"].max() and req["runtime"] * 60 >= t["s"].max(), (rule, req)
+    assert prof["set-resources"]["time_latency"]["slurm_extra"] == base["set-resources"]["time_latency"]["slurm_extra"]
+    assert {k: v for k, v in prof.items() if k != "set-resources"} == {k: v for k, v in base.items() if k != "set-resources"}
+    empty = subprocess.run([sys.executable, str(ROOT / "tools" / "slurm_resources.py"), str(out)],
+                           capture_output=True, text=True)
+    assert empty.returncode != 0 and str(out) in empty.stderr
+
+
 def test_changing_one_r_reruns_only_that_run(micro):
     tmp, _ = micro
     cfg = write_config(tmp / "changed.yaml", "micro.yaml", results_dir=str(tmp / "results"),

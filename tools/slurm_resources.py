@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Per-rule SLURM requests (`mem_mb`, `runtime`) from the `benchmark:` files of a finished run.
+
+    .venv/bin/python tools/slurm_resources.py results/imagenet/benchmarks
+    .venv/bin/python tools/slurm_resources.py results/imagenet/benchmarks --out profiles/slurm-measured
+    snakemake --profile profiles/slurm-measured --configfile config/imagenet.yaml ...
+
+Every heavy rule writes `results/<profile>/benchmarks/<rule>.tsv` or `<rule>/<wildcards>.tsv`
+(Snakemake's benchmark format: `s` wall seconds, `max_rss` MB, ...). For each rule this takes the
+largest wall time and resident memory over its jobs and requests
+    mem_mb  = max RSS x --mem-factor, rounded up to 100 MB, at least --min-mem-mb
+    runtime = max wall time x --time-factor, in minutes, rounded up, at least --min-runtime
+Printed as a table and as the `set-resources:` block of a profile. With --out, writes a whole
+profile there: the --profile file (default profiles/slurm/config.yaml) with these two keys replaced
+per measured rule (other per-rule keys, e.g. `slurm_extra`, kept; unmeasured rules unchanged).
+Measure on the hardware the jobs will get (a GPU node for evaluation with eval.device: cuda): wall
+time on a CPU says little about a GPU job. Raises SystemExit naming the folder when it holds no
+benchmark file.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measured(bench_dir: Path) -> pd.DataFrame:
+    """One row per rule: jobs, max wall time `s` (seconds) and max `max_rss` (MB) over its files."""
+    rows = []
+    for f in sorted(bench_dir.rglob("*.tsv")):
+        rel = f.relative_to(bench_dir)
+        rule = rel.parts[0] if len(rel.parts) > 1 else f.stem
+        t = pd.read_csv(f, sep="\t")
+        # "-" is what Snakemake writes where a value could not be measured.
+        t = t.apply(pd.to_numeric, errors="coerce")
+        rows.append({"rule": rule, "s": t["s"].max(), "max_rss": t["max_rss"].max()})
+    if not rows:
+        raise SystemExit(f"{bench_dir}: no benchmark files (*.tsv); run the workflow first")
+    df = pd.DataFrame(rows)
+    return df.groupby("rule").agg(jobs=("s", "size"), s=("s", "max"), max_rss=("max_rss", "max"))
+
+
+def requests(df: pd.DataFrame, mem_factor: float, time_factor: float,
+             min_mem_mb: int, min_runtime: int) -> dict[str, dict[str, int]]:
+    """{rule: {"mem_mb": int, "runtime": int minutes}} from `measured`'s table."""
+    out = {}
+    for rule, row in df.iterrows():
+        rss = 0.0 if math.isnan(row["max_rss"]) else row["max_rss"]
+        mem = max(min_mem_mb, int(math.ceil(rss * mem_factor / 100.0)) * 100)
+        runtime = max(min_runtime, int(math.ceil(row["s"] * time_factor / 60.0)))
+        out[rule] = {"mem_mb": mem, "runtime": runtime}
+    return out
+
+
+def profile_with(profile: dict, req: dict[str, dict[str, int]]) -> dict:
+    """A copy of a profile dict whose `set-resources` carries `req` (other per-rule keys kept)."""
+    new = dict(profile)
+    sr = {rule: dict(v) for rule, v in (profile.get("set-resources") or {}).items()}
+    for rule, r in req.items():
+        sr.setdefault(rule, {}).update(r)
+    new["set-resources"] = sr
+    return new
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("benchmarks", type=Path, help="results/<profile>/benchmarks")
+    ap.add_argument("--mem-factor", type=float, default=1.5)
+    ap.add_argument("--time-factor", type=float, default=2.0)
+    ap.add_argument("--min-mem-mb", type=int, default=1000)
+    ap.add_argument("--min-runtime", type=int, default=10, help="minutes")
+    ap.add_argument("--profile", type=Path, default=ROOT / "profiles" / "slurm" / "config.yaml")
+    ap.add_argument("--out", type=Path, default=None, help="write a profile folder (config.yaml) here")
+    args = ap.parse_args(argv)
+    if not args.benchmarks.is_dir():
+        raise SystemExit(f"{args.benchmarks}: no such folder (results/<profile>/benchmarks of a finished run)")
+    df = measured(args.benchmarks)
+    req = requests(df, args.mem_factor, args.time_factor, args.min_mem_mb, args.min_runtime)
+    print(f"{'rule':22s} {'jobs':>5s} {'max s':>9s} {'max RSS MB':>11s} {'mem_mb':>7s} {'runtime':>8s}")
+    for rule, row in df.iterrows():
+        print(f"{rule:22s} {int(row['jobs']):5d} {row['s']:9.1f} {row['max_rss']:11.1f} "
+              f"{req[rule]['mem_mb']:7d} {req[rule]['runtime']:7d}m")
+    print("\nset-resources:")
+    print("\n".join("  " + line for line in yaml.safe_dump(req, sort_keys=True).splitlines()))
+    if args.out:
+        profile = yaml.safe_load(args.profile.read_text())
+        args.out.mkdir(parents=True, exist_ok=True)
+        target = args.out / "config.yaml"
+        tmp = target.with_suffix(".yaml.tmp")
+        tmp.write_text(f"# Generated by tools/slurm_resources.py from {args.benchmarks} on top of {args.profile}\n"
+                       f"# (mem_mb = max RSS x {args.mem_factor}, runtime = max wall x {args.time_factor}).\n"
+                       + yaml.safe_dump(profile_with(profile, req), sort_keys=False))
+        tmp.replace(target)
+        print(f"\nwrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
