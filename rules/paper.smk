@@ -2,7 +2,32 @@
 # latexmk in a build folder; the PDF is moved into place only when the build succeeded.
 PAPER_PDF = f"{R}/paper/paper.pdf"
 PAPER_BUILD = f"{R}/paper/build"
-PAPER_INPUTS = REPORT_OUTPUTS + OOD_OUTPUTS + TIMING_OUTPUTS
+FINDINGS = f"{R}/tables/findings.tex"
+PAPER_INPUTS = REPORT_OUTPUTS + OOD_OUTPUTS + TIMING_OUTPUTS + [FINDINGS]
+
+
+def _csv(name, present):
+    return {name: table(name)[0]} if present else {}
+
+
+# The paper's findings in words (tokred.report.findings), from the tables' CSVs.
+rule report_findings:
+    input:
+        **_csv("reproduce", True),
+        **_csv("early", "early" in GROUPS),
+        **_csv("full", "full" in GROUPS),
+        **_csv("ood", bool(OOD_CONDITIONS)),
+    output:
+        FINDINGS,
+    conda:
+        "../environment.yml"
+    log:
+        f"{R}/logs/report_findings.log",
+    params:
+        code=code("report_findings.py"),
+    script:
+        "../workflow/scripts/report_findings.py"
+
 STALE_NOTE = f"{R}/STALE.txt"
 
 

@@ -47,7 +47,8 @@ DETAIL = ["provenance", "method_config", "schedule", "path", "overrides"]  # kep
 
 def add_comparison(df: pd.DataFrame, pairs: dict, labels, name: str) -> pd.DataFrame:
     """For each run paired with another (`pairs`: run -> partner run, both rows of `df`): columns
-    `<name>_run`, `delta_vs_<name>` (Δ top-1 in pp, run - partner), `p_vs_<name>` (McNemar's p on the
+    `<name>_run`, `delta_vs_<name>` (Δ top-1 in pp, run - partner) with its 95% interval
+    `delta_lo_vs_<name>`/`delta_hi_vs_<name>` (normal, paired per-image differences), `p_vs_<name>` (McNemar's p on the
     same images, `tokred.study.metrics.mcnemar`) and `changed_vs_<name>` (% of images whose predicted class
     differs) and `logit_diff_vs_<name>` (largest |logit difference|: 0 when the two runs are identical);
     NaN for runs without a partner in `df`."""
@@ -62,6 +63,7 @@ def add_comparison(df: pd.DataFrame, pairs: dict, labels, name: str) -> pd.DataF
     out = df.copy()
     out[f"{name}_run"], out[f"delta_vs_{name}"], out[f"p_vs_{name}"] = None, float("nan"), float("nan")
     out[f"changed_vs_{name}"], out[f"logit_diff_vs_{name}"] = float("nan"), float("nan")
+    out[f"delta_lo_vs_{name}"], out[f"delta_hi_vs_{name}"] = float("nan"), float("nan")
     for i, row in out.iterrows():
         other = pairs.get(row["run"])
         if other is None or other not in by_run.index:
@@ -69,7 +71,13 @@ def add_comparison(df: pd.DataFrame, pairs: dict, labels, name: str) -> pd.DataF
         a, b = logits(by_run.loc[other, "path"]), logits(row["path"])
         out.at[i, f"{name}_run"] = other
         out.at[i, f"delta_vs_{name}"] = row["top1"] - by_run.loc[other, "top1"]
-        out.at[i, f"p_vs_{name}"] = mcnemar(correct(a, labels), correct(b, labels))["p_value"]
+        ca, cb = correct(a, labels), correct(b, labels)
+        out.at[i, f"p_vs_{name}"] = mcnemar(ca, cb)["p_value"]
+        # 95% normal interval of the paired per-image difference (pp), as the drop's interval
+        d = 100.0 * (cb.double() - ca.double())
+        half = 1.96 * d.std().item() / len(d) ** 0.5 if len(d) > 1 else 0.0
+        out.at[i, f"delta_lo_vs_{name}"] = out.at[i, f"delta_vs_{name}"] - half
+        out.at[i, f"delta_hi_vs_{name}"] = out.at[i, f"delta_vs_{name}"] + half
         out.at[i, f"changed_vs_{name}"] = 100.0 * (a.argmax(-1) != b.argmax(-1)).double().mean().item()
         out.at[i, f"logit_diff_vs_{name}"] = (a.double() - b.double()).abs().max().item()
     return out

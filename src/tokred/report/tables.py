@@ -37,7 +37,8 @@ def early_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
         rows.append({"layers": o["layers"], "r": int(o["r"]), "method": o["method"], "gflops_tome": t["gflops"],
                      "gflops_ours": o["gflops"], "top1_tome": t["top1"], "top1_tome_lo": t["top1_lo"],
                      "top1_tome_hi": t["top1_hi"], "top1_ours": o["top1"], "top1_ours_lo": o["top1_lo"],
-                     "top1_ours_hi": o["top1_hi"], "delta": o["delta_vs_tome"], "p_vs_tome": o["p_vs_tome"],
+                     "top1_ours_hi": o["top1_hi"], "delta": o["delta_vs_tome"], "delta_lo": o["delta_lo_vs_tome"],
+                     "delta_hi": o["delta_hi_vs_tome"], "p_vs_tome": o["p_vs_tome"],
                      "kl_tome": t["kl"], "kl_ours": o["kl"], "dmargin_tome": t["delta_margin"],
                      "dmargin_ours": o["delta_margin"], "drop_tome": t["drop_pp"], "drop_ours": o["drop_pp"]})
     t = pd.DataFrame(rows)

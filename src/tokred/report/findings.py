@@ -1,0 +1,223 @@
+"""The paper's findings in words, generated from the result tables: which method wins where, by how much,
+whether it is significant, what the run cannot show, and the conclusion to the introduction's two
+questions (docs/method.md §5). Every sentence is a function of the CSV tables `tokred.report.tables`
+writes, so the text stays true for the run it describes.
+
+A difference is called significant when McNemar's paired p (after Holm's correction over the table,
+where the table carries a Holm column) is below 0.05; every Δ is quoted with its 95% interval.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .tables import method_name, tex_escape
+
+ALPHA = 0.05
+# Below this KL(B||M) a run's logits are the unreduced model's for every practical purpose: reduction
+# at that place cannot separate two methods (the model settled its answer earlier).
+KL_FLOOR = 1e-4
+
+
+def _m(method: str) -> str:
+    """A method's name as the tables print it (ToMe, ours_size_norm, ...)."""
+    return tex_escape(method_name(method))
+
+
+def _p(p: float) -> str:
+    if p != p:
+        return "n/a"
+    if p >= 1e-3 or p == 0:
+        return f"{p:.2g}"
+    mant, exp = f"{p:.1e}".split("e")
+    return rf"{mant}\times10^{{{int(exp)}}}"
+
+
+def _sig_p(row, p_col: str) -> float:
+    """The p-value the table's stars use: Holm-adjusted when the table has it."""
+    for c in (f"{p_col}_holm", "p_holm"):
+        if c in row.index and row[c] == row[c]:
+            return float(row[c])
+    return float(row[p_col])
+
+
+def _delta(row, d_col: str, p_col: str, lo_col: str | None = None, hi_col: str | None = None) -> str:
+    """'+0.40 pp [-0.1, +0.9], p=0.03' for one comparison row."""
+    ci = ""
+    if lo_col in row.index and hi_col in row.index and row[lo_col] == row[lo_col]:
+        ci = f" [{row[lo_col]:+.2f}, {row[hi_col]:+.2f}]"
+    p = _sig_p(row, p_col)
+    return rf"{row[d_col]:+.2f}\,pp{ci}, $p={_p(p)}$"
+
+
+def _verdict_counts(t: pd.DataFrame, d_col: str, p_col: str) -> tuple[int, int, int]:
+    """(significant wins, significant losses, not significant) of the rows (Δ = method - partner)."""
+    wins = losses = ties = 0
+    for _, r in t.iterrows():
+        if _sig_p(r, p_col) < ALPHA:
+            if r[d_col] > 0:
+                wins += 1
+            else:
+                losses += 1
+        else:
+            ties += 1
+    return wins, losses, ties
+
+
+def reproduce_findings(rep: pd.DataFrame) -> str:
+    """ToMe's drop along r, with 95% intervals, and whether it rises monotonically."""
+    t = rep[(rep.group != "baseline") & (rep.r.fillna(0) > 0)].sort_values("r")
+    if t.empty:
+        return ""
+    parts = [rf"$r={int(r.r)}$: {r.drop_pp:.2f}\,pp [{r.drop_pp - 1.96 * r.drop_se_pp:.2f}, "
+             rf"{r.drop_pp + 1.96 * r.drop_se_pp:.2f}]" for r in t.itertuples()]
+    drops = list(t.drop_pp)
+    mono = all(b >= a for a, b in zip(drops, drops[1:]))
+    trend = ("is the same at every $r$." if max(drops) - min(drops) < 1e-9 else
+             "rises monotonically with $r$." if mono else "does not rise monotonically with $r$.")
+    sig = [int(r.r) for r in t.itertuples() if r.mcnemar_p < ALPHA]
+    s = (f"ToMe's Top-1 drop against the unreduced model (95\\% intervals) is {'; '.join(parts)}; it "
+         + trend
+         + (f" McNemar's test separates ToMe from the unreduced model at $r\\in\\{{{', '.join(map(str, sig))}\\}}$."
+            if sig else " McNemar's test separates ToMe from the unreduced model at no $r$."))
+    return s
+
+
+def early_settled(early: pd.DataFrame) -> list[str]:
+    """Layer sets where neither method moves KL(B||M) above KL_FLOOR at any r."""
+    out = []
+    for layers, g in early.groupby("layers", sort=False):
+        if max(g.kl_tome.max(), g.kl_ours.max()) < KL_FLOOR:
+            out.append(layers)
+    return out
+
+
+def early_findings(early: pd.DataFrame) -> str:
+    """Per method: significant wins/losses against ToMe at equal r, the largest of each, the L0-2 rows."""
+    if early.empty:
+        return ""
+    out = []
+    for method, g in early.groupby("method", sort=False):
+        w, l_, n = _verdict_counts(g, "delta", "p_vs_tome")
+        s = (f"Against ToMe at equal $r$, {_m(method)} is significantly better in {w}, significantly worse in "
+             f"{l_} and not distinguishable in {n} of the {len(g)} settings (layer set $\\times$ $r$).")
+        best, worst = g.loc[g.delta.idxmax()], g.loc[g.delta.idxmin()]
+        if worst.delta < 0:
+            s += f" Its largest loss is at {worst.layers}, $r={int(worst.r)}$ ({_delta(worst, 'delta', 'p_vs_tome', 'delta_lo', 'delta_hi')})"
+            s += (f"; its largest gain at {best.layers}, $r={int(best.r)}$ ({_delta(best, 'delta', 'p_vs_tome', 'delta_lo', 'delta_hi')})."
+                  if best.delta > 0 else "; it gains nowhere.")
+        else:
+            s += f" Its largest gain is at {best.layers}, $r={int(best.r)}$ ({_delta(best, 'delta', 'p_vs_tome', 'delta_lo', 'delta_hi')})."
+        out.append(s)
+    settled = early_settled(early)
+    if settled:
+        out.append(f"Reduction confined to {', '.join(settled)} leaves KL$(B\\,\\|\\,M)$ below "
+                   f"$10^{{{int(math.log10(KL_FLOOR))}}}$ for both methods at every $r$: {_settled_reason(settled)}, "
+                   "so these rows cannot separate the methods.")
+    return " ".join(out)
+
+
+def _first_block(layers: str) -> int:
+    """First block of a layer set name (L0, L1, L0-2, ...); -1 when it names none."""
+    digits = str(layers).lstrip("L").split("-")[0]
+    return int(digits) if digits.isdigit() else -1
+
+
+def _settled_reason(settled: list[str]) -> str:
+    late = [s for s in settled if _first_block(s) > 0]
+    if not late:
+        return "reduction there does not change this model's predictions"
+    return ("the model settles its answer before " + ", ".join(f"block {_first_block(s)}" for s in late)
+            + (" (and reduction from block 0 changes nothing either)" if len(late) < len(settled) else ""))
+
+
+def full_findings(full: pd.DataFrame) -> str:
+    """Each keep shape against ToMe at matched GFLOPs, and the best shape."""
+    ours = full[full.method != "tome"] if "method" in full else full
+    ours = ours[ours.tome_run.notna()] if "tome_run" in ours else ours
+    if ours.empty:
+        return ""
+    parts = [f"{r.keep_shape if 'keep_shape' in ours and r.keep_shape == r.keep_shape else r.run.replace('_', ' ')}"
+             f" {_delta(pd.Series(r._asdict()), 'delta_vs_tome', 'p_vs_tome', 'delta_lo_vs_tome', 'delta_hi_vs_tome')}"
+             f" at {r.gflops:.3f} GFLOPs" for r in ours.itertuples(index=False)]
+    w, l_, n = _verdict_counts(ours, "delta_vs_tome", "p_vs_tome")
+    best = ours.loc[ours.top1.idxmax()]
+    s = (f"At ToMe's cost, ours minus ToMe is: {'; '.join(p.replace('_', chr(92) + '_') for p in parts)}. "
+         f"{w} shape(s) beat ToMe significantly, {l_} lose significantly, {n} are not distinguishable; the best "
+         f"is {str(best.run).replace('_', chr(92) + '_')} ({best.top1:.2f}\\%).")
+    return s
+
+
+def ood_findings(ood: pd.DataFrame) -> str:
+    """Per corruption family: ours against ToMe (paired, when the table carries it) and the unreduced model."""
+    if ood.empty:
+        return ""
+    out = []
+    for fam, g in ood.groupby("family", sort=False):
+        tome, ours = g[g.method == "tome"], g[(g.method != "tome") & (g.method != "none")]
+        if tome.empty or ours.empty:
+            continue
+        for _, o in ours.iterrows():
+            d = o.top1 - tome.iloc[0].top1
+            if "delta_vs_tome" in o.index and o.delta_vs_tome == o.delta_vs_tome:
+                txt = _delta(o, "delta_vs_tome", "p_vs_tome", "delta_lo_vs_tome", "delta_hi_vs_tome")
+            else:
+                txt = rf"{d:+.2f}\,pp (not paired)"
+            out.append(f"{fam.replace('_', ' ')}: {_m(o.method)} minus ToMe {txt}")
+    return ("Under each condition (mean over severities): " + "; ".join(out) + ".") if out else ""
+
+
+def conclusion(early: pd.DataFrame | None, full: pd.DataFrame | None) -> str:
+    """Answers to the introduction's two questions, from the early and full tables."""
+    s = []
+    if early is not None and not early.empty:
+        live = early[~early.layers.isin(early_settled(early))]
+        if live.empty:
+            s.append("(i) No early-layer setting of this run changes the predictions measurably, so it cannot say "
+                     "which method loses less at equal $r$ in early blocks.")
+        for method, g in live.groupby("method", sort=False):
+            w, l_, n = _verdict_counts(g, "delta", "p_vs_tome")
+            mean = g.delta.mean()
+            if l_ > w:
+                ans = f"ToMe loses less than {_m(method)}"
+            elif w > l_:
+                ans = f"{_m(method)} loses less than ToMe"
+            else:
+                ans = f"neither ToMe nor {_m(method)} loses reliably less"
+            s.append(f"(i) At equal $r$ in early blocks, {ans} on this run: {w} significant gains, {l_} significant "
+                     f"losses, {n} ties, mean $\\Delta={mean:+.2f}$\\,pp over the {len(g)} informative settings.")
+    if full is not None and not full.empty:
+        ours = full[full.tome_run.notna()] if "tome_run" in full else full
+        if not ours.empty:
+            best = ours.loc[ours.top1.idxmax()]
+            p = _sig_p(best, "p_vs_tome")
+            d = best.delta_vs_tome
+            rel = ("equals ToMe's Top-1" if d == 0 else ("beats ToMe" if d > 0 else "stays below ToMe")
+                   + (" significantly" if p < ALPHA else ", not significantly"))
+            s.append(f"(ii) At equal GFLOPs over the whole network, the best schedule is "
+                     f"{str(best.run).replace('_', chr(92) + '_')}, which {rel} "
+                     f"({_delta(best, 'delta_vs_tome', 'p_vs_tome', 'delta_lo_vs_tome', 'delta_hi_vs_tome')}).")
+    return " ".join(s)
+
+
+def write_findings(path: str, *, reproduce: pd.DataFrame, early: pd.DataFrame | None = None,
+                   full: pd.DataFrame | None = None, ood: pd.DataFrame | None = None) -> None:
+    """generated/findings.tex: \\FindingsReproduce, \\FindingsEarly, \\FindingsFull, \\FindingsOOD,
+    \\Conclusion and \\LimitationsData (empty where a group did not run)."""
+    from .. import io
+
+    macros = {
+        "FindingsReproduce": reproduce_findings(reproduce),
+        "FindingsEarly": early_findings(early) if early is not None else "",
+        "FindingsFull": full_findings(full) if full is not None else "",
+        "FindingsOOD": ood_findings(ood) if ood is not None else "",
+        "Conclusion": conclusion(early, full),
+        "LimitationsData": (f"On this run, reduction confined to {', '.join(early_settled(early))} does not change "
+                            "the predictions measurably (KL below the floor above): the study's early-layer "
+                            "claims about those blocks are untested here."
+                            if early is not None and early_settled(early) else ""),
+    }
+    lines = ["% generated by tokred.report.findings.write_findings: do not edit"]
+    lines += [rf"\newcommand{{\{k}}}{{{v}}}" for k, v in macros.items()]
+    io.write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,58 @@
+"""The paper's generated findings say what the tables show: who wins, by how much, whether significant,
+which early settings cannot separate the methods, and the conclusion's answers."""
+import pandas as pd
+
+from tokred.report import findings
+
+
+def _early(rows):
+    cols = ["layers", "r", "method", "delta", "delta_lo", "delta_hi", "p_vs_tome", "kl_tome", "kl_ours"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def test_early_counts_wins_losses_and_names_the_largest_loss():
+    e = _early([("L0", 13, "ours_size_norm", -2.8, -3.6, -2.0, 1e-6, 0.01, 0.03),
+                ("L0", 28, "ours_size_norm", -5.2, -6.1, -4.3, 1e-9, 0.02, 0.08),
+                ("L0-2", 13, "ours_size_norm", 0.4, -0.2, 1.0, 0.3, 0.02, 0.02)])
+    s = findings.early_findings(e)
+    assert "significantly better in 0, significantly worse in 2 and not distinguishable in 1 of the 3" in s
+    assert "largest loss is at L0, $r=28$ (-5.20" in s and "[-6.10, -4.30]" in s
+    assert "largest gain at L0-2, $r=13$ (+0.40" in s
+    c = findings.conclusion(e, None)
+    assert "ToMe loses less than ours" in c and "2 significant losses" in c
+
+
+def test_settled_layer_sets_are_named_with_the_block_they_start_at():
+    e = _early([("L0", 13, "ours_size_norm", -1.0, -1.5, -0.5, 1e-3, 0.01, 0.02),
+                ("L1", 13, "ours_size_norm", 0.0, 0.0, 0.0, 1.0, 1e-9, 2e-9),
+                ("L2", 13, "ours_size_norm", 0.0, 0.0, 0.0, 1.0, 1e-7, 5e-5)])
+    assert findings.early_settled(e) == ["L1", "L2"]
+    s = findings.early_findings(e)
+    assert "Reduction confined to L1, L2" in s and "before block 1, block 2" in s
+    # the conclusion only counts the settings that can separate the methods
+    assert "over the 1 informative settings" in findings.conclusion(e, None)
+
+
+def test_holm_adjusted_p_decides_significance_when_present():
+    e = _early([("L0", 13, "ours_size_norm", -1.0, -1.8, -0.2, 0.03, 0.01, 0.02)])
+    assert "significantly worse in 1" in findings.early_findings(e)
+    e["p_vs_tome_holm"] = 0.09
+    assert "significantly worse in 0" in findings.early_findings(e)
+
+
+def test_full_and_conclusion_name_the_best_schedule_and_its_sign():
+    f = pd.DataFrame({"run": ["ours_size_norm_uniform", "ours_size_norm_late"], "method": ["ours_size_norm"] * 2,
+                      "keep_shape": ["uniform", "late"], "tome_run": ["tome_r13"] * 2, "gflops": [2.71, 2.70],
+                      "top1": [95.0, 96.5], "delta_vs_tome": [-3.0, -1.5], "delta_lo_vs_tome": [-3.8, -2.2],
+                      "delta_hi_vs_tome": [-2.2, -0.8], "p_vs_tome": [1e-8, 4e-3]})
+    s = findings.full_findings(f)
+    assert "0 shape(s) beat ToMe significantly, 2 lose significantly" in s
+    assert "the best is ours\\_size\\_norm\\_late (96.50\\%)" in s
+    assert "stays below ToMe significantly" in findings.conclusion(None, f)
+
+
+def test_reproduce_says_whether_the_drop_rises_with_r():
+    rep = pd.DataFrame({"group": ["baseline", "reproduce", "reproduce"], "r": [None, 4, 13],
+                        "drop_pp": [0.0, 0.5, 0.3], "drop_se_pp": [0.0, 0.1, 0.1], "mcnemar_p": [1.0, 0.001, 0.2]})
+    s = findings.reproduce_findings(rep)
+    assert "does not rise monotonically" in s and "$r\\in\\{4\\}$" in s
