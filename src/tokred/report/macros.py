@@ -121,4 +121,13 @@ def _training_facts(weights: str) -> dict:
     facts = {"classes": str(ckpt["num_classes"]), "taskname": tex_escape(ckpt.get("task", {}).get("name", ""))}
     if "seconds" in hist:
         facts["trainminutes"] = f"{hist['seconds'] / 60:.1f}"
+    prov = ckpt.get("provenance") or {}
+    if prov:
+        # Training is not bit-reproducible across CPUs (kernels differ), so the paper names the machine.
+        hw = tex_escape(f"{prov.get('device_name') or prov.get('device')}, {prov.get('num_threads')} threads, "
+                        f"torch {prov.get('torch')}")
+        facts["trainhw"] = hw
+        facts["trainnote"] = (f"The weights were trained by the pipeline on {hw}; weights trained on another CPU "
+                              "or library version differ in their last bits and then in training, and with them "
+                              "every number below, so a re-run elsewhere reproduces the method, not these digits.")
     return facts
