@@ -150,7 +150,6 @@ def check_cross_keys(cfg: dict) -> None:
         except ValueError as e:
             raise ValueError(f"config key 'experiments.early.layers': {e}"
                              + (f" (model.depth is {depth})" if depth is not None else "")) from None
-    _check_early_regime(ex, depth)
     tome_r = set(ex["reproduce"]["r"]) if ex["reproduce"]["method"] == "tome" else set()
     for key, r in (("experiments.ablations.r", (ex.get("ablations") or {}).get("r")),
                    ("experiments.full.target_r", (ex.get("full") or {}).get("target_r"))):
@@ -158,6 +157,7 @@ def check_cross_keys(cfg: dict) -> None:
             raise ValueError(f"config key '{key}': {r} is not in experiments.reproduce.r {sorted(tome_r)}; the "
                              "comparison needs ToMe's run at that r (add it there)")
     _check_reachable(cfg)
+    _check_early_regime(ex, depth)
 
 
 def _check_early_regime(ex: dict, depth: int | None) -> None:
