@@ -25,6 +25,11 @@ def _logits(path: str):
     return torch.load(Path(path).with_name("logits.pt"), weights_only=False)["logits"]
 
 
+def _kl(v: float, sign: bool = False) -> str:
+    """KL in nats: 4 decimals, or 2 significant digits below 1e-3 (early reductions give ~1e-5)."""
+    return f"{v:{'+' if sign else ''}.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:{'+' if sign else ''}.1e}"
+
+
 def _boot(x: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
     """95% percentile bootstrap interval of the mean of per-image values `x` (scipy.stats.bootstrap)."""
     from scipy.stats import bootstrap
@@ -44,6 +49,8 @@ def headline_table(df: pd.DataFrame, base_logits, labels, method: str, layers: s
     bootstrap intervals. `df`: the early group's frame (`load.load_metrics`, the runs' logits next to
     their metrics); `base_logits` (images × classes) and `labels` (images,): the unreduced model's.
     Raises KeyError when a ToMe run at the same layers and r is missing."""
+    import torch
+
     from ..study.metrics import correct, kl_per_image, margin, mcnemar
 
     e = df[(df.group == "early") & (df.layers == layers)]
@@ -61,7 +68,7 @@ def headline_table(df: pd.DataFrame, base_logits, labels, method: str, layers: s
                          **{f"{k}{s}": v for k, x in per[m].items()
                             for s, v in zip(("", "_lo", "_hi"), (float(x.mean()), *_boot(x, n_boot, seed)))}})
         diff = {k: per[method][k] - per["tome"][k] for k in per[method]}
-        p = mcnemar(per["tome"]["top1"] > 0, per[method]["top1"] > 0)["p_value"]
+        p = mcnemar(*(torch.from_numpy(per[m]["top1"] > 0) for m in ("tome", method)))["p_value"]
         rows.append({"r": int(r), "row": "difference", "run": f"{runs[method]['run']} - {runs['tome']['run']}",
                      "gflops": runs[method]["gflops"] - runs["tome"]["gflops"], "p_top1": p,
                      **{f"{k}{s}": v for k, x in diff.items()
@@ -77,16 +84,16 @@ def headline_table(df: pd.DataFrame, base_logits, labels, method: str, layers: s
             top1 = f"{x.top1:+.2f}{_star(x.p_top1)} [{x.top1_lo:+.2f}, {x.top1_hi:+.2f}]" if diff else \
                 f"{x.top1:.2f} [{x.top1_lo:.2f}, {x.top1_hi:.2f}]"
             body.append(f"{r if i == 0 else ''} & {name} & {x.gflops:+.3f} & {top1} & "
-                        f"{x.kl:+.4f} [{x.kl_lo:+.4f}, {x.kl_hi:+.4f}] & "
+                        f"{_kl(x.kl, True)} [{_kl(x.kl_lo, True)}, {_kl(x.kl_hi, True)}] & "
                         f"{x.dmargin:+.3f} [{x.dmargin_lo:+.3f}, {x.dmargin_hi:+.3f}] & "
                         f"{'$' + _p_tex(x.p_top1) + '$' if diff else '--'} \\\\"
                         if diff else
                         f"{r if i == 0 else ''} & {name} & {x.gflops:.3f} & {top1} & "
-                        f"{x.kl:.4f} [{x.kl_lo:.4f}, {x.kl_hi:.4f}] & "
+                        f"{_kl(x.kl)} [{_kl(x.kl_lo)}, {_kl(x.kl_hi)}] & "
                         f"{x.dmargin:+.3f} [{x.dmargin_lo:+.3f}, {x.dmargin_hi:+.3f}] & -- \\\\")
     sentences = [_difference_sentence(f"at $r={int(x.r)}$", tex_escape(method), "ToMe", x.top1, x.p_top1,
-                                      (x.top1_lo, x.top1_hi)) + f" KL$(B\\|M)$ differs by {x.kl:+.4f} "
-                 f"[{x.kl_lo:+.4f}, {x.kl_hi:+.4f}] and $\\Delta$margin by {x.dmargin:+.3f} [{x.dmargin_lo:+.3f}, "
+                                      (x.top1_lo, x.top1_hi)) + f" KL$(B\\|M)$ differs by {_kl(x.kl, True)} "
+                 f"[{_kl(x.kl_lo, True)}, {_kl(x.kl_hi, True)}] and $\\Delta$margin by {x.dmargin:+.3f} [{x.dmargin_lo:+.3f}, "
                  f"{x.dmargin_hi:+.3f}]." for x in t[t.row == "difference"].itertuples()]
     _write_table(tex_path, "rlrcccr", r"$r$ & Run & GFLOPs & Top-1 (\%) [95\% CI] & KL$(B\|M)$ [95\% CI] & "
                  r"$\Delta$margin [95\% CI] & McNemar $p$", body,
