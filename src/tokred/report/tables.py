@@ -64,7 +64,7 @@ def full_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
     body = []
     for _, r in t.iterrows():
         label = schedule_label(r)
-        delta = "--" if r["method"] == "tome" else f"{r['delta_vs_tome']:+.2f}{_star(r['p_vs_tome'])}"
+        delta = "--" if pd.isna(r["delta_vs_tome"]) else f"{r['delta_vs_tome']:+.2f}{_star(r['p_vs_tome'])}"
         body.append(f"{label} & {r['gflops']:.3f} & {r['rel_cost']:.3f} & {_ci(r)} & {r['drop_pp']:.2f} & {delta} & "
                     f"{r['kl']:.4f} & {r['delta_margin']:+.3f} \\\\")
     _write_table(tex_path, "lrrcrrrr", r"Schedule & GFLOPs & RelCost & Top-1 [95\% CI] & Drop & $\Delta$ vs ToMe & KL & "
@@ -255,7 +255,7 @@ def runs_table(df: pd.DataFrame, tex_path: str) -> None:
              r"Run & Group & GFLOPs & Config hash & torch / timm & Device (threads) \\", r"\midrule", r"\endhead"]
     for _, r in df.sort_values(["group", "run"]).iterrows():
         p = r["provenance"]
-        lines.append(f"{tex_escape(r['run'])} & {r['group']} & {r['gflops']:.3f} & \\texttt{{{p['config_hash']}}} & "
+        lines.append(f"{tex_escape(r['run'])} & {tex_escape(r['group'])} & {r['gflops']:.3f} & \\texttt{{{p['config_hash']}}} & "
                      f"{p['torch']} / {p['timm']} & {tex_escape(p['device_name'])} ({p['num_threads']}) \\\\")
     lines += [r"\bottomrule", r"\end{longtable}", ""]
     io.write_text(tex_path, "\n".join(lines))
