@@ -31,6 +31,8 @@ localrules:
     report_reproduce,
     report_group,
     report_figures_early,
+    report_headline,
+    report_schedules,
     report_figures_ablations,
     report_overview,
     report_ood,

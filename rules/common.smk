@@ -84,7 +84,7 @@ def evaluate_inputs(wc):
         inputs["base_logits"] = run_output(*BASELINE, "logits.pt")
     spec = RUNS[(wc.group, wc.run)]
     if "match" in spec:
-        inputs["schedule"] = schedule_file(spec["method"], spec["match"])
+        inputs["schedule"] = schedule_file(spec.get("schedule_of", spec["method"]), spec["match"])
     return inputs
 
 
@@ -96,7 +96,7 @@ SCHEDULES = preflight.matched_schedules(
      **{("timing", m): {"method": m, "match": TIMING_MATCH} for m in (TIMING or {}).get("methods", [])}})
 
 
-GROUPS = [g for g in ("early", "full", "ablations") if g in config["experiments"]]
+GROUPS = [g for g in ("early", "full", "ablations", "ablations_early") if g in config["experiments"]]
 PAIRS = preflight.comparisons(RUNS)
 
 

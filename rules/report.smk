@@ -2,12 +2,20 @@
 # Groups missing from the config produce nothing, and the paper leaves their sections out.
 # (GROUPS, PAIRS, figure(), table(), with_tome_pairs() live in common.smk.)
 ABLATION_TOME = f"tome_r{config['experiments'].get('ablations', {}).get('r', 0)}"
+# The early regime and the selector/schedule split (docs/method.md §5; tokred.report.regime).
+HEADLINE = (config["experiments"].get("early") or {}).get("headline")
+SELECTOR = preflight.selector_pairs(RUNS)
+FULL_SCHEDULES = sorted({schedule_file(s.get("schedule_of", s["method"]), s["match"])
+                         for (g, _), s in RUNS.items() if g == "full" and "match" in s})
 REPORT_OUTPUTS = (
     table("reproduce") + figure("top1_vs_gflops") + figure("pareto") + [f"{R}/tables/macros.tex", f"{R}/tables/runs.tex"]
     + figure("merges")
     + (table("early") + figure("early_drop") + figure("rsweep") if "early" in GROUPS else [])
     + (table("full") if "full" in GROUPS else [])
     + (table("ablations") + figure("ablations") if "ablations" in GROUPS else [])
+    + (table("ablations_early") if "ablations_early" in GROUPS else [])
+    + (table("headline") if HEADLINE else [])
+    + (table("schedules") + (table("selector") if SELECTOR else []) if "full" in GROUPS else [])
 )
 
 
@@ -40,9 +48,50 @@ rule report_group:
         code=code("report_group.py"),
         pairs=PAIRS,
     wildcard_constraints:
-        group="early|full|ablations",
+        group="early|full|ablations|ablations_early",
     script:
         "../workflow/scripts/report_group.py"
+
+
+rule report_headline:
+    input:
+        metrics=group_metrics("early"),
+        base_logits=run_output(*BASELINE, "logits.pt"),
+        eval_set=EVAL_SET,
+    output:
+        table("headline", out=True),
+    conda:
+        "../environment.yml"
+    log:
+        f"{R}/logs/report_headline.log",
+    params:
+        code=code("report_headline.py"),
+        method=(HEADLINE or {}).get("method"),
+        layers=(HEADLINE or {}).get("layers"),
+        n_boot=config["eval"].get("bootstrap", 2000),
+        seed=config["seed"],
+    script:
+        "../workflow/scripts/report_headline.py"
+
+
+rule report_schedules:
+    input:
+        metrics=group_metrics("full") + [run_output("reproduce", f"tome_r{t}") for t in sorted(
+            {s["r"] for (g, _), s in RUNS.items() if g == "full" and s["method"] != "tome" and "r" in s}
+            | {s["match"]["tome_r"] for (g, _), s in RUNS.items() if g == "full" and "match" in s})],
+        schedules=FULL_SCHEDULES,
+        eval_set=EVAL_SET,
+    output:
+        table("schedules", out=True) + (table("selector", out=True) if SELECTOR else []),
+    conda:
+        "../environment.yml"
+    log:
+        f"{R}/logs/report_schedules.log",
+    params:
+        code=code("report_schedules.py"),
+        pairs=SELECTOR,
+    script:
+        "../workflow/scripts/report_schedules.py"
 
 
 rule report_figures_early:

@@ -102,11 +102,13 @@ def test_micro_end_to_end_pdf_shows_table_numbers(micro):
     assert m["provenance"]["config_hash"] and m["provenance"]["torch"] and m["resolved_r"] == [13] * 12
     assert "??" not in text  # every macro the text uses is defined
     early = pd.read_csv(res / "tables" / "early.csv")
-    assert len(early) == 4 and set(early.layers) == {"L0", "L0-2"}
+    # ours_size_norm in L0 and L0-2, hquota_ff only in L0-2 (method_layers), each at r = 13 and 28
+    assert len(early) == 6 and set(early.layers) == {"L0", "L0-2"}
+    assert set(early[early.method == "hquota_ff"].layers) == {"L0-2"}
     for r in early.itertuples():
         assert f"{r.top1_ours:.2f}" in text and f"{r.kl_ours:.4f}" in text
     full = pd.read_csv(res / "tables" / "full.csv")
-    matched = full[full.method != "tome"]
+    matched = full[(full.method != "tome") & full.keep_shape.notna()]
     assert (abs(matched.gflops / full[full.method == "tome"].gflops.iloc[0] - 1) < 0.01).all()
     abl = pd.read_csv(res / "tables" / "ablations.csv")
     assert set(abl.run) == {"ours_size_norm_ref", "space_x", "q_0.4", "kv_only", "clip_1.0"}
@@ -115,11 +117,45 @@ def test_micro_end_to_end_pdf_shows_table_numbers(micro):
     assert abl.set_index("run").clip_fired.notna().to_dict() == {"ours_size_norm_ref": True, "space_x": True,
                                                                  "q_0.4": True, "kv_only": False, "clip_1.0": True}
     assert "Whether each component acts" in text and "kv" in text
+    check_early_regime_tables(res, text)
     for name in ("Early-layer reduction", "Full-layer schedules", "Ablations"):
         assert name in text
     for fig in ("top1_vs_gflops.pdf", "top1_vs_gflops.png"):
         assert (res / "figures" / fig).stat().st_size > 1000
     assert (res / "logs" / "train_embedded.log").read_text().strip()
+
+
+def check_early_regime_tables(res: Path, text: str) -> None:
+    """The early regime's tables of a finished micro run, and that the PDF shows their numbers."""
+    from tokred.report import regime
+
+    head = pd.read_csv(res / "tables" / "headline.csv")
+    assert list(head.row) == ["tome", "hquota_ff", "difference"] * 2 and set(head.r) == {13, 28}
+    for r in (13, 28):
+        h = head[head.r == r].set_index("row")
+        assert h.loc["difference", "top1"] == pytest.approx(h.loc["hquota_ff", "top1"] - h.loc["tome", "top1"])
+        assert (h.kl_lo <= h.kl + 1e-12).all() and (h.kl <= h.kl_hi + 1e-12).all()
+        assert 0 <= h.loc["difference", "p_top1"] <= 1
+        assert regime._kl(h.loc["hquota_ff", "kl"]) in text
+    # ToMe under ours' schedule removes exactly ours' tokens per block, and costs less (no attention matrix)
+    runs = res / "runs" / "full"
+    ours, tome = (yaml.safe_load((runs / n / "metrics.json").read_text())
+                  for n in ("ours_size_norm_fixed_early_mid_late", "tome_fixed_early_mid_late"))
+    assert ours["resolved_r"] == tome["resolved_r"] and tome["gflops"] < ours["gflops"]
+    sched = yaml.safe_load((res / "schedules" / "ours_size_norm-fixed_early_mid_late-tome_r13.json").read_text())
+    assert sched["resolved_r"] == ours["resolved_r"] and sched["resolved_r"][-3:] == [0, 0, 0]
+    assert abs(sched["kept"][2] - 0.67 * sched["num_patches"]) <= 2
+    sel = pd.read_csv(res / "tables" / "selector.csv")
+    assert list(sel.schedule) == ["constant r=13", "fixed_early_mid_late"] and sel.p_selector.notna().all()
+    assert pd.isna(sel.delta_schedule_ours.iloc[0]) and sel.p_schedule_ours.iloc[1:].notna().all()
+    kept = pd.read_csv(res / "tables" / "schedules.csv").set_index("schedule")
+    assert kept.loc["constant r=13", "after_block_11"] == sched["num_patches"] - 13 * 12
+    assert kept.loc["fixed_early_mid_late"].filter(like="after_block").tolist() == sched["kept"]
+    abl = pd.read_csv(res / "tables" / "ablations_early.csv")
+    assert set(abl.run) == {"hquota_ff_L0-2_ref", "q_0.4_L0-2"}
+    assert abl.set_index("run").loc["q_0.4_L0-2", "ref_run"] == "hquota_ff_L0-2_ref"
+    for name in ("The early regime", "Ablations in the early regime", "Selector against schedule"):
+        assert name in text
 
 
 def test_timing_jobs_never_overlap_other_jobs(micro):
@@ -205,10 +241,12 @@ def test_dry_run_embedded_default_is_fast_and_complete(tmp_path):
     _, out = snakemake("--configfile", str(cfg), "-n")
     counts = job_counts(out)
     assert counts["train_embedded"] == 1 and counts["paper"] == 1
-    # baseline + 5 ToMe r + early 2 methods x 4 layer sets x 2 r + 3 full keep shapes + 11 ablations + reference
-    assert counts["evaluate"] == 1 + 5 + 16 + 3 + 12
+    # baseline + 5 ToMe r + early 2 methods x 4 layer sets x 2 r + hquota_ff in L0-2 x 2 r + 4 full keep shapes
+    # + ToMe under 2 of them + ours at constant r + 11 ablations + reference + 3 early ablations + reference
+    assert counts["evaluate"] == 1 + 5 + 16 + 2 + 4 + 2 + 1 + 12 + 4
     # OOD: clean + 3 corruptions x 3 severities, one job each; matched schedules solved once each
-    assert counts["evaluate_ood"] == 10 and counts["solve_schedule"] == 3
+    assert counts["evaluate_ood"] == 10 and counts["solve_schedule"] == 4
+    assert counts["report_headline"] == 1 and counts["report_schedules"] == 1
     assert all(counts[r] == 1 for r in ("time_latency", "time_runs", "time_tokens", "report_systems"))
 
 
@@ -219,7 +257,8 @@ def test_full_grid_extends_the_default(tmp_path):
         assert default[key] == full[key], key
     cfg = write_config(tmp_path / "full.yaml", "embedded_full.yaml", results_dir=str(tmp_path / "results"))
     counts = job_counts(snakemake("--configfile", str(cfg), "-n")[1])
-    assert counts["evaluate"] == 1 + 5 + 40 + 3 + 28 and counts["evaluate_ood"] == 16
+    # + hquota_ff 4 layer sets x 5 r, a 4th keep shape, ToMe under all 4, ours at constant r, 8 early ablations
+    assert counts["evaluate"] == 1 + 5 + 40 + 20 + 4 + 4 + 1 + 28 + 8 and counts["evaluate_ood"] == 16
 
 
 @pytest.mark.parametrize("override, needle", [

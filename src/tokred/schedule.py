@@ -10,7 +10,8 @@ block (protected CLS/distill tokens excluded). Forms (docs/method.md §2, §3.4)
 - ``keep=0.6`` / ``keep=[...]`` per-block keep ratio κ_l: r_l = min(round((1-κ_l)·n_l), n_l // 2)
 - ``layers="L0-2"``           restrict any of the above to a layer set (others get r = 0)
 - ``tile=8``                  round every kept count (protected tokens included) to a tile multiple
-- named keep shapes (``uniform``, ``early``, ``late``, ``early_mid_late``): `keep_shape_ratios`
+- named keep shapes (``uniform``, ``early``, ``late``, ``early_mid_late``, ``fixed_early_mid_late``):
+  `keep_shape_ratios`
 
 Every number may be a Python, numpy or 0-d torch scalar (``np.int64(13)``, ``torch.tensor(0.7)``);
 a list may also be a 1-d array or tensor. Token counts (list entries, ``tile``, layer indices) must be
@@ -106,23 +107,39 @@ def parse_layers(spec: str | Iterable[int] | None, num_layers: int) -> list[int]
     return layers
 
 
-KEEP_SHAPES = ("uniform", "early", "late", "early_mid_late")
+KEEP_SHAPES = ("uniform", "early", "late", "early_mid_late", "fixed_early_mid_late")
+EARLY_KEEP_OF = ("input", "block")
 
 
-def keep_shape_ratios(name: str, num_layers: int, keep: float, *, early_boost: float = 0.1, late_k: int = 3
-                 ) -> list[float]:
+def keep_shape_ratios(name: str, num_layers: int, keep: float, *, early_boost: float = 0.1, late_k: int = 3,
+                      early_keep: float = 0.67, early_keep_of: str = "input") -> list[float]:
     """Per-block keep ratios of the named keep shapes, one free `keep`.
 
     uniform: `keep` in every block. early ("early boost"): blocks 0-2 keep `keep - early_boost`, the
     rest `keep`. late ("late conservative"): the last `late_k` blocks do not merge, the others keep
-    `keep`. early_mid_late (the research notes' policy): early boost, `keep` in the middle, no merge in the
-    last `late_k` blocks. Ratios apply to the tokens entering each block (the 50% cap still holds).
+    `keep`. early_mid_late: early boost, `keep` in the middle, no merge in the last `late_k` blocks.
+    fixed_early_mid_late (the research notes' policy, docs/method.md §3.4): blocks 0-2 at a *fixed*
+    `early_keep` that FLOPs matching does not move, the free `keep` in the middle, no merge in the last
+    `late_k` blocks. `early_keep_of` says what early_keep is a share of (*interpretation*): "input"
+    (default) = of the input patch tokens left after block 2, i.e. each of blocks 0-2 keeps
+    early_keep ** (1/3) of the tokens entering it; "block" = each of blocks 0-2 keeps early_keep of the
+    tokens entering it (0.67 leaves 0.67^3 = 30% after block 2, cheaper than ToMe r=13 on DeiT-S's
+    geometry whatever the rest does, so it cannot be FLOPs-matched to it).
+    Ratios apply to the tokens entering each block (the 50% cap still holds). Raises ValueError for an
+    unknown shape, late_k outside 0..num_layers, early_keep outside [0, 1] or an unknown early_keep_of.
     """
     keep, early_boost = _number(keep, "keep"), _number(early_boost, "early_boost")
     late_k = _count(late_k, "late_k")
     if not 0 <= late_k <= num_layers:
         raise ValueError(f"schedule late_k: {late_k} outside 0..{num_layers}")
     early = min(1.0, max(0.0, keep - early_boost))
+    if name == "fixed_early_mid_late":
+        early_keep = _number(early_keep, "early_keep")
+        if not 0.0 <= early_keep <= 1.0:
+            raise ValueError(f"schedule early_keep: {early_keep} outside [0, 1]")
+        if early_keep_of not in EARLY_KEEP_OF:
+            raise ValueError(f"schedule early_keep_of: {early_keep_of!r}, expected one of {EARLY_KEEP_OF}")
+        early = early_keep ** (1 / 3) if early_keep_of == "input" else early_keep
     late_start = num_layers - late_k
     if name == "uniform":
         return [keep] * num_layers
@@ -130,7 +147,7 @@ def keep_shape_ratios(name: str, num_layers: int, keep: float, *, early_boost: f
         return [early if i < 3 else keep for i in range(num_layers)]
     if name == "late":
         return [keep if i < late_start else 1.0 for i in range(num_layers)]
-    if name == "early_mid_late":
+    if name in ("early_mid_late", "fixed_early_mid_late"):
         return [early if i < 3 else keep if i < late_start else 1.0 for i in range(num_layers)]
     raise ValueError(f"schedule keep_shape {name!r}: expected one of {KEEP_SHAPES}")
 

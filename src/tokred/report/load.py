@@ -31,7 +31,7 @@ def load_metrics(paths) -> pd.DataFrame:
             "clip_fired": _clip_rate(m.get("clip_counts")),
             "clip_fired_max": max((f for f in m.get("clip_fired") or [] if f is not None), default=float("nan")),
             "provenance": m["provenance"], "method_config": m.get("method_config"),
-            "schedule": m["schedule"], "path": str(p),
+            "schedule": m["schedule"], "resolved_r": m.get("resolved_r"), "path": str(p),
         })
     return pd.DataFrame(rows)
 
@@ -42,7 +42,7 @@ def _clip_rate(counts: dict | None) -> float:
     return sum(counts["clipped"]) / merged if merged else float("nan")
 
 
-DETAIL = ["provenance", "method_config", "schedule", "path", "overrides"]  # kept out of CSVs
+DETAIL = ["provenance", "method_config", "schedule", "resolved_r", "path", "overrides"]  # kept out of CSVs
 
 
 def add_comparison(df: pd.DataFrame, pairs: dict, labels, name: str) -> pd.DataFrame:

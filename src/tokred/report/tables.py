@@ -46,12 +46,12 @@ def early_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
     t = t.sort_values(["layers", "r"], key=lambda c: c.map(order) if c.name == "layers" else c)
     with io.atomic_path(csv_path) as tmp:
         t.to_csv(tmp, index=False, float_format="%.6g")
-    body = [f"{r.layers} & {r.r} & {r.top1_tome:.2f} [{r.top1_tome_lo:.1f}, {r.top1_tome_hi:.1f}] & "
+    body = [f"{r.layers} & {r.r} & {tex_escape(r.method)} & {r.top1_tome:.2f} [{r.top1_tome_lo:.1f}, {r.top1_tome_hi:.1f}] & "
             f"{r.top1_ours:.2f} [{r.top1_ours_lo:.1f}, {r.top1_ours_hi:.1f}] & {r.delta:+.2f}{_star(r.p_vs_tome)} & "
             f"{r.kl_tome:.4f} & {r.kl_ours:.4f} & {r.dmargin_tome:+.3f} & {r.dmargin_ours:+.3f} \\\\"
             for r in t.itertuples()]
-    _write_table(tex_path, "lrccrrrrr", r"Layers & $r$ & ToMe Top-1 & Ours Top-1 & $\Delta$ (pp) & KL ToMe & KL ours & "
-                 r"$\Delta$m ToMe & $\Delta$m ours", body)
+    _write_table(tex_path, "lrlccrrrrr", r"Layers & $r$ & Method & ToMe Top-1 & Top-1 & $\Delta$ (pp) & KL ToMe & KL & "
+                 r"$\Delta$m ToMe & $\Delta$m", body)
     return t
 
 
@@ -64,13 +64,19 @@ def full_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
         t.drop(columns=DETAIL).to_csv(tmp, index=False, float_format="%.6g")
     body = []
     for _, r in t.iterrows():
-        label = f"ToMe $r={int(r['r'])}$" if r["method"] == "tome" else f"{tex_escape(r['method'])} ({r['keep_shape']})"
-        delta = "--" if r["method"] == "tome" else f"{r['delta_vs_tome']:+.2f}{_star(r['p_vs_tome'])}"
+        label = schedule_label(r)
+        delta = "--" if pd.isna(r["delta_vs_tome"]) else f"{r['delta_vs_tome']:+.2f}{_star(r['p_vs_tome'])}"
         body.append(f"{label} & {r['gflops']:.3f} & {r['rel_cost']:.3f} & {_ci(r)} & {r['drop_pp']:.2f} & {delta} & "
                     f"{r['kl']:.4f} & {r['delta_margin']:+.3f} \\\\")
     _write_table(tex_path, "lrrcrrrr", r"Schedule & GFLOPs & RelCost & Top-1 [95\% CI] & Drop & $\Delta$ vs ToMe & KL & "
                  r"$\Delta$margin", body)
     return t
+
+
+def schedule_label(r) -> str:
+    """Row label of a full-layer run: its method and schedule (a keep shape, or constant r)."""
+    sched = tex_escape(r["keep_shape"]) if isinstance(r["keep_shape"], str) else f"$r={int(r['r'])}$"
+    return f"ToMe {sched}" if r["method"] == "tome" else f"{tex_escape(r['method'])} ({sched})"
 
 
 def _pct(fraction: float) -> str:
@@ -83,13 +89,14 @@ def _change(overrides: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "reference"
 
 
-def ablation_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
+def ablation_table(df: pd.DataFrame, csv_path: str, tex_path: str, group: str = "ablations") -> pd.DataFrame:
     """Ablations of a method: each variant's knob change, GFLOPs, Top-1 with interval, Δ top-1 against the
     group's reference run (`<method>_ref`; columns of `load.add_comparison(..., "ref")`) with McNemar's
     p (star: p < 0.05), the % of images whose prediction changed, and how often the L2 clip fired (% of
     merged tokens); KL and Δmargin are in the CSV. The .tex file ends with \\gdef\\ablationcomponents{...}: one sentence per ablated
-    component saying whether it acts (`component_sentences`), for the caption or the text after it."""
-    a = df[df.group == "ablations"].copy()
+    component saying whether it acts (`component_sentences`), for the caption or the text after it
+    (\\ablationearlycomponents for `group` ablations_early, the same ablations at a layer set)."""
+    a = df[df.group == group].copy()
     a.insert(a.columns.get_loc("method") + 1, "change", a["overrides"].map(_change))
     with io.atomic_path(csv_path) as tmp:
         a.drop(columns=DETAIL).to_csv(tmp, index=False, float_format="%.6g")
@@ -105,8 +112,12 @@ def ablation_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFra
                     f"{p} & {changed} & {clip} \\\\")
     _write_table(tex_path, "llrcrrrr", r"Variant & Change & GFLOPs & Top-1 [95\% CI] & $\Delta$ vs ref & $p$ & "
                  r"Changed (\%) & Clip (\%)", body,
-                 tail=(r"\gdef\ablationcomponents{" + " ".join(component_sentences(a)) + "}",))
+                 tail=(rf"\gdef\{_components_macro(group)}{{" + " ".join(component_sentences(a)) + "}",))
     return a
+
+
+def _components_macro(group: str) -> str:
+    return "ablation" + group.removeprefix("ablations").replace("_", "") + "components"
 
 
 # Readable names of the knobs an ablation variant changes (docs/method.md §3).
@@ -245,7 +256,7 @@ def runs_table(df: pd.DataFrame, tex_path: str) -> None:
              r"Run & Group & GFLOPs & Config hash & torch / timm & Device (threads) \\", r"\midrule", r"\endhead"]
     for _, r in df.sort_values(["group", "run"]).iterrows():
         p = r["provenance"]
-        lines.append(f"{tex_escape(r['run'])} & {r['group']} & {r['gflops']:.3f} & \\texttt{{{p['config_hash']}}} & "
+        lines.append(f"{tex_escape(r['run'])} & {tex_escape(r['group'])} & {r['gflops']:.3f} & \\texttt{{{p['config_hash']}}} & "
                      f"{p['torch']} / {p['timm']} & {tex_escape(p['device_name'])} ({p['num_threads']}) \\\\")
     lines += [r"\bottomrule", r"\end{longtable}", ""]
     io.write_text(tex_path, "\n".join(lines))

@@ -157,11 +157,55 @@ def check_cross_keys(cfg: dict) -> None:
             raise ValueError(f"config key '{key}': {r} is not in experiments.reproduce.r {sorted(tome_r)}; the "
                              "comparison needs ToMe's run at that r (add it there)")
     _check_reachable(cfg)
+    _check_early_regime(ex, depth)
+
+
+def _check_early_regime(ex: dict, depth: int | None) -> None:
+    """The keys of the early regime and of the selector/schedule split: experiments.early.method_layers
+    names methods of early.methods and layer sets of early.layers; early.headline names a method other
+    than ToMe and a layer set both it and ToMe run in; experiments.ablations_early.layers
+    is a layer set of the model; experiments.full.tome_keep_shapes are keep shapes of full.keep_shapes
+    (ToMe runs under the schedules solved for the full method). Raises ValueError naming the key."""
+    from ..schedule import parse_layers
+
+    early = ex.get("early") or {}
+    for m, layer_sets in (early.get("method_layers") or {}).items():
+        key = f"config key 'experiments.early.method_layers.{m}'"
+        if m not in early.get("methods", []):
+            raise ValueError(f"{key}: {m!r} is not in experiments.early.methods {early.get('methods', [])}")
+        for layers in layer_sets:
+            if layers not in early["layers"]:
+                raise ValueError(f"{key}: layer set {layers!r} is not in experiments.early.layers {early['layers']}")
+    head = early.get("headline")
+    if head:
+        key = "config key 'experiments.early.headline"
+        if head["method"] == "tome" or head["method"] not in early["methods"]:
+            raise ValueError(f"{key}.method': {head['method']!r} must be a method of experiments.early.methods "
+                             f"{early['methods']} other than tome (the table compares it with ToMe)")
+        runs_in = (early.get("method_layers") or {}).get(head["method"], early["layers"])
+        if head["layers"] not in runs_in or "tome" not in early["methods"] or \
+                head["layers"] not in (early.get("method_layers") or {}).get("tome", early["layers"]):
+            raise ValueError(f"{key}.layers': {head['layers']!r} is not a layer set both ToMe and "
+                             f"{head['method']} run in (experiments.early.layers / method_layers)")
+    ae = ex.get("ablations_early")
+    if ae:
+        try:
+            parse_layers(ae["layers"], depth if depth is not None else 10 ** 6)
+        except ValueError as e:
+            raise ValueError(f"config key 'experiments.ablations_early.layers': {e}"
+                             + (f" (model.depth is {depth})" if depth is not None else "")) from None
+    full = ex.get("full") or {}
+    for shape in full.get("tome_keep_shapes") or []:
+        if shape not in full["keep_shapes"]:
+            raise ValueError(f"config key 'experiments.full.tome_keep_shapes': {shape!r} is not in "
+                             f"experiments.full.keep_shapes {full['keep_shapes']}: ToMe runs under the schedules "
+                             "solved for experiments.full.method, so the shape must be solved there too")
 
 
 # The knobs of experiments.full each keep shape reads (tokred.schedule.keep_shape_ratios), with defaults.
-SHAPE_KNOBS = {"uniform": (), "early": ("early_boost",), "late": ("late_k",), "early_mid_late": ("early_boost", "late_k")}
-SHAPE_DEFAULTS = {"late_k": 3, "early_boost": 0.1}
+SHAPE_KNOBS = {"uniform": (), "early": ("early_boost",), "late": ("late_k",), "early_mid_late": ("early_boost", "late_k"),
+               "fixed_early_mid_late": ("early_keep", "early_keep_of", "late_k")}
+SHAPE_DEFAULTS = {"late_k": 3, "early_boost": 0.1, "early_keep": 0.67, "early_keep_of": "input"}
 
 
 def full_shape_kw(full: dict, shape: str) -> dict:
@@ -202,7 +246,8 @@ def _check_reachable(cfg: dict, margin: float = 0.05) -> None:
         if hi < (1 - margin) * target:
             raise ValueError(key + f"its fixed reduction alone costs {hi / target:.2f}x ToMe r={full['target_r']} "
                              "(estimated from token counts): ToMe removes less than the shape always does; "
-                             "raise target_r" + (" or lower early_boost" if "early" in shape else ""))
+                             "raise target_r" + (" or early_keep (or set early_keep_of: input)" if shape.startswith("fixed")
+                                                 else " or lower early_boost" if "early" in shape else ""))
 
 
 def _method(key: str, name: str, overrides: dict | None = None) -> None:
@@ -231,9 +276,10 @@ def expand_runs(cfg: dict) -> dict[tuple[str, str], dict]:
 
     if "early" in ex:
         e = ex["early"]
+        method_layers = e.get("method_layers") or {}
         for m in e["methods"]:
             _method("experiments.early.methods", m)
-            for layers in e["layers"]:
+            for layers in method_layers.get(m, e["layers"]):
                 for r in e["r"]:
                     add("early", f"{m}_{layers}_r{r}", method=m, r=r, layers=layers)
 
@@ -243,6 +289,13 @@ def expand_runs(cfg: dict) -> dict[tuple[str, str], dict]:
         for keep_shape in f["keep_shapes"]:
             add("full", f"{f['method']}_{keep_shape}", method=f["method"],
                 match={"tome_r": f["target_r"], "keep_shape": keep_shape, "shape_kw": full_shape_kw(f, keep_shape)})
+        # Selector separated from schedule (docs/method.md §5): ToMe's matching under the keep ratios solved
+        # for the full method (same kept counts per block), and the full method under ToMe's constant r.
+        for keep_shape in f.get("tome_keep_shapes") or []:
+            add("full", f"tome_{keep_shape}", method="tome", schedule_of=f["method"],
+                match={"tome_r": f["target_r"], "keep_shape": keep_shape, "shape_kw": full_shape_kw(f, keep_shape)})
+        if f.get("constant_r"):
+            add("full", f"{f['method']}_r{f['target_r']}", method=f["method"], r=f["target_r"])
 
     if "ablations" in ex:
         a = ex["ablations"]
@@ -255,6 +308,18 @@ def expand_runs(cfg: dict) -> dict[tuple[str, str], dict]:
                                  "reference run (the method unchanged) that every variant is compared with; rename it")
             _method(f"experiments.ablations.variants.{name}", a["method"], overrides)
             add("ablations", name, method=a["method"], overrides=overrides, r=a["r"])
+
+    if "ablations_early" in ex:
+        # The same ablations in the early setting (docs/method.md §5): every run, the reference included,
+        # reduces only in `layers`; names carry the layer set so they never collide with the all-layer ones.
+        a = ex["ablations_early"]
+        _method("experiments.ablations_early.method", a["method"])
+        ref = f"{a['method']}_{a['layers']}_ref"
+        add("ablations_early", ref, method=a["method"], r=a["r"], layers=a["layers"])
+        for name, overrides in a["variants"].items():
+            _method(f"experiments.ablations_early.variants.{name}", a["method"], overrides)
+            add("ablations_early", f"{name}_{a['layers']}", method=a["method"], overrides=overrides, r=a["r"],
+                layers=a["layers"], ref=ref)
     return runs
 
 
@@ -264,11 +329,13 @@ def schedule_name(method: str, match: dict) -> str:
 
 
 def matched_schedules(runs: dict) -> dict[str, dict]:
-    """Every FLOPs-matched schedule the runs need: name -> {method, tome_r, keep_shape, shape_kw}."""
+    """Every FLOPs-matched schedule the runs need: name -> {method, tome_r, keep_shape, shape_kw}. A run with
+    `schedule_of` (ToMe under another method's keep shape) uses that method's schedule, solved once."""
     out = {}
     for spec in runs.values():
         if "match" in spec:
-            out[schedule_name(spec["method"], spec["match"])] = {"method": spec["method"], **spec["match"]}
+            method = spec.get("schedule_of", spec["method"])
+            out[schedule_name(method, spec["match"])] = {"method": method, **spec["match"]}
     return out
 
 
@@ -317,19 +384,46 @@ def ood_runs(cfg: dict) -> list[dict]:
     return runs
 
 
+ABLATION_GROUPS = ("ablations", "ablations_early")
+
+
+def selector_pairs(runs: dict) -> list[dict]:
+    """The selector/schedule split of the full group (docs/method.md §5), one entry per schedule: ToMe's
+    constant r first, then every keep shape ToMe also ran under. Each entry: {schedule, ours, tome} run
+    names (ours = the full method, tome = ToMe's bipartite matching; both under that schedule), and for
+    the keep shapes `ours_const` / `tome_const` (the same selectors at ToMe's constant r), so that every
+    comparison changes one thing. [] when the config asks for none of it."""
+    full = {name: spec for (g, name), spec in runs.items() if g == "full"}
+    tome_shapes = {s["match"]["keep_shape"]: n for n, s in full.items() if s["method"] == "tome" and "match" in s}
+    const = next(((n, s) for n, s in full.items() if s["method"] != "tome" and "r" in s), None)
+    out = []
+    if const is not None and ("reproduce", f"tome_r{const[1]['r']}") in runs:
+        out.append({"schedule": f"constant r={const[1]['r']}", "ours": const[0], "tome": f"tome_r{const[1]['r']}"})
+    for shape, tome in tome_shapes.items():
+        ours = f"{full[tome]['schedule_of']}_{shape}"
+        if ours in full:
+            row = {"schedule": shape, "ours": ours, "tome": tome}
+            if out:
+                row.update(ours_const=out[0]["ours"], tome_const=out[0]["tome"])
+            out.append(row)
+    return out
+
+
 def comparisons(runs: dict) -> dict[str, str]:
     """Run -> the run it is compared with on the same images (McNemar, Δ columns): early and full-layer
-    runs -> ToMe at equal r or equal GFLOPs; an ablation variant -> its group's reference run
-    (`<method>_ref`: the method with no knob changed, same r), so that Δ is what the knob changes."""
+    runs -> ToMe at equal r or equal GFLOPs (ToMe under a keep shape -> ToMe at the constant r it was
+    matched to); an ablation variant -> its group's reference run (`<method>_ref`, in ablations_early
+    `<method>_<layers>_ref`: the method with no knob changed, same r and layers), so that Δ is what the
+    knob changes."""
     pairs = {}
     for (group, name), spec in runs.items():
         if group == "early" and spec["method"] != "tome":
             tome = f"tome_{spec['layers']}_r{spec['r']}"
             if ("early", tome) in runs:
                 pairs[name] = tome
-        elif group == "ablations":
-            ref = f"{spec['method']}_ref"
-            if name != ref and ("ablations", ref) in runs:
+        elif group in ABLATION_GROUPS:
+            ref = spec.get("ref", f"{spec['method']}_ref")
+            if name != ref and (group, ref) in runs:
                 pairs[name] = ref
         elif group == "full":
             r = spec["match"]["tome_r"] if "match" in spec else spec["r"]

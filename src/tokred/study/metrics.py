@@ -20,11 +20,16 @@ def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * correct(logits, labels).double().mean().item()
 
 
-def kl_divergence(base_logits: torch.Tensor, logits: torch.Tensor) -> float:
-    """Mean over images of KL(B || M) between the softmax outputs (nats)."""
+def kl_per_image(base_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(B || M) between the softmax outputs of each image (nats), shape (images,), float64."""
     lp_b = base_logits.double().log_softmax(-1)
     lp_m = logits.double().log_softmax(-1)
-    return (lp_b.exp() * (lp_b - lp_m)).sum(-1).mean().item()
+    return (lp_b.exp() * (lp_b - lp_m)).sum(-1)
+
+
+def kl_divergence(base_logits: torch.Tensor, logits: torch.Tensor) -> float:
+    """Mean over images of KL(B || M) between the softmax outputs (nats)."""
+    return kl_per_image(base_logits, logits).mean().item()
 
 
 def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
