@@ -57,8 +57,8 @@ def ood_table(df: pd.DataFrame, csv_path: str, tex_path: str, *, n_boot: int = 2
             name = ""
             if i == 0:
                 name = tex_escape(fam.replace("_", " "))
-                if r.floor_severities:
-                    name += rf"$^\dagger$ (sev.\ {r.averaged.replace(' ', ', ') or 'none'})"
+                if r.floor_severities:  # which severities the means cover, where some were left out
+                    name += r"$^\dagger$" + (rf" (sev.\ {r.averaged.replace(' ', ', ')})" if r.averaged else "")
             if pd.isna(r.top1):
                 body.append(f"{name} & {tex_escape(_run_label(r))} & {r.gflops:.3f} & at chance & -- \\\\")
                 continue
