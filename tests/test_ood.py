@@ -24,7 +24,7 @@ def _row(family, sev, run, method, correct, floor=False):
     return {"condition": f"{family}-{sev}", "family": family, "severity": sev, "run": run, "method": method,
             "gflops": 1.0, "top1": c.mean() * 100, "top1_lo": 0, "top1_hi": 100, "drop_pp": 0, "drop_se_pp": 0,
             "kl": 0, "n_images": len(c), "correct": c, "provenance": {}, "chance": 20.0, "chance_lo": 15.0,
-            "chance_hi": 25.0, "floor": floor}
+            "chance_hi": 25.0, "floor": floor, "tail_drop_pp": 0.0}
 
 
 def test_ood_table_averages_severities_per_image_and_pairs_the_drop(tmp_path):

@@ -99,7 +99,8 @@ def ood_paired_table(df: pd.DataFrame, pairs: dict[str, str], csv_path: str, tex
     run - partner), McNemar's test (`tokred.study.metrics.mcnemar`) and the Holm-adjusted p over all cells
     of the table that are not floor-level (`df.floor`: the unreduced model at chance level; never starred).
     `df`: `load.load_ood`. The .tex rows are conditions (clean first, then by family and severity), the
-    columns the unreduced model's and the partner's Top-1 and, per run, "Top-1 (Δ)". The .tex file defines
+    columns the unreduced model's and the partner's Top-1 and, per run, "Top-1 (Δ)"; the CSV adds both runs'
+    tail Δ against the unreduced model (`tokred.study.metrics.tail_drop`). The .tex file defines
     \\holmnote and \\oodfloornote. Raises ValueError when the runs have different partners."""
     import torch
 
@@ -122,9 +123,11 @@ def ood_paired_table(df: pd.DataFrame, pairs: dict[str, str], csv_path: str, tex
                          "top1_partner": by.loc[partner, "top1"], "top1": by.loc[run, "top1"],
                          "delta": by.loc[run, "top1"] - by.loc[partner, "top1"], "n01": test["n01"],
                          "n10": test["n10"], "p": test["p_value"], "floor": bool(by.loc[run, "floor"]),
-                         "chance": by.loc[run, "chance"], "n_images": len(a)})
+                         "chance": by.loc[run, "chance"], "n_images": len(a),
+                         "tail_drop": by.loc[run, "tail_drop_pp"], "tail_drop_partner": by.loc[partner, "tail_drop_pp"]})
     t = pd.DataFrame(rows, columns=["condition", "family", "severity", "run", "partner", "base_top1", "top1_partner",
-                                    "top1", "delta", "n01", "n10", "p", "floor", "chance", "n_images"])
+                                    "top1", "delta", "n01", "n10", "p", "floor", "chance", "n_images", "tail_drop",
+                                    "tail_drop_partner"])
     t["p_holm"] = holm(t["p"].where(~t["floor"].astype(bool)))
     fam_order = {f: i for i, f in enumerate(dict.fromkeys(["clean", *t.family]))}
     t = t.sort_values(["family", "severity"], key=lambda c: c.map(fam_order) if c.name == "family" else c,
