@@ -146,6 +146,7 @@ wildcard_constraints:
 # --- OOD (rules/ood.smk) -----------------------------------------------------------------------
 OOD_CONDITIONS = preflight.ood_conditions(config)
 OOD_RUNS = preflight.ood_runs(config)
+OOD_VARIANT_RUNS = [r["name"] for r in OOD_RUNS if "ref" in r]  # ablation variants, compared with their ref
 
 
 def ood_output(cond, run, kind="metrics.json"):
@@ -159,7 +160,9 @@ def ood_schedules(_wc=None):
 OOD_FAMILIES = list(dict.fromkeys(
     c.get("dataset") == "imagenet_c" and f"imagenet_c-{c['corruption']}" or c.get("corruption")
     for c in OOD_CONDITIONS.values() if c.get("severity")))
-OOD_REPORT = table("ood") + [f"{R}/tables/ood_macros.tex"] + [p for fam in OOD_FAMILIES for p in figure(f"ood_{fam}")]
+OOD_REPORT = (table("ood") + [f"{R}/tables/ood_macros.tex"] + table("ood_vs_tome")
+              + (table("ood_variants") if OOD_VARIANT_RUNS else [])
+              + [p for fam in OOD_FAMILIES for p in figure(f"ood_{fam}")])
 OOD_OUTPUTS = OOD_REPORT if OOD_CONDITIONS else []
 
 

@@ -35,7 +35,11 @@ rule report_ood:
     input:
         metrics=[ood_output(c, r["name"]) for c in OOD_CONDITIONS for r in OOD_RUNS],
     output:
-        table("ood", out=True) + [f"{R}/tables/ood_macros.tex"] + [p for fam in OOD_FAMILIES for p in figure(f"ood_{fam}", out=True)],
+        table=table("ood", out=True),
+        macros=f"{R}/tables/ood_macros.tex",
+        vs_tome=table("ood_vs_tome", out=True),
+        variants=table("ood_variants", out=True) if OOD_VARIANT_RUNS else [],
+        figures=[p for fam in OOD_FAMILIES for p in figure(f"ood_{fam}", out=True)],
     conda:
         "../environment.yml"
     log:
@@ -43,6 +47,8 @@ rule report_ood:
     params:
         code=code("report_ood.py"),
         families=OOD_FAMILIES,
+        pairs=preflight.ood_comparisons(OOD_RUNS),
+        variant_runs=OOD_VARIANT_RUNS,
         n_boot=config["eval"].get("bootstrap", 2000),
         seed=config["seed"],
     script:

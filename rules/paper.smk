@@ -16,7 +16,6 @@ rule report_findings:
         **_csv("reproduce", True),
         **_csv("early", "early" in GROUPS),
         **_csv("full", "full" in GROUPS),
-        **_csv("ood", bool(OOD_CONDITIONS)),
     output:
         FINDINGS,
     conda:

@@ -219,6 +219,7 @@ def _metrics(path: Path, run, overrides, top1, logits, gflops, clip=None):
          "gflops": gflops, "rel_cost": gflops / 4.6, "top1": top1, "top1_ci95": [top1 - 1, top1 + 1], "drop_pp": 0.0,
          "drop_se_pp": 0.1, "kl": 0.01, "delta_margin": 0.0, "agreement": 99.0, "mcnemar_vs_base": {"p_value": 1.0},
          "n_images": len(logits), "provenance": {}, "method_config": {"clip_tau": 2.0},
+         "tail_drop_pp": 0.0, "tail_drop_ci95": [0.0, 0.0],
          "clip_fired": None if clip is None else [c[0] / c[1] for c in clip],
          "clip_counts": None if clip is None else {"clipped": [c[0] for c in clip], "merged": [c[1] for c in clip]}}
     (path / "metrics.json").write_text(json.dumps(m))
@@ -253,7 +254,10 @@ def test_ablation_table_reports_delta_vs_reference_gflops_clip_and_whether_compo
     assert "Sizes (sizes=False): every logit equals the reference's: it does not act here." in sentences
     assert "Temperature $n$ (temperature=2.0): logits change, no prediction does." in sentences
     assert (r"L2 clip $\tau$ (clip\_tau=1.0): up to 20.0\% of the predictions change, top-1 by at most 20.00\,pp "
-            r"(smallest McNemar $p=1.9\times10^{-6}$, significant at 5\%)") in sentences
+            r"(smallest McNemar $p=1.9\times10^{-6}$, significant at 5\% after Holm's correction)") in sentences
+    # Stars are Holm's over the 4 variants: p = 1.9e-6 stays significant (x4), the reference has no test.
+    assert csv.loc["clip_1.0", "p_holm_vs_ref"] == pytest.approx(4 * csv.loc["clip_1.0", "p_vs_ref"], rel=1e-4)
+    assert "over the 4 tests of this table" in tex
     assert r"clip shortened 0.0\% of the merged tokens at the reference's $\tau=2$, 50.0\% at $\tau=1$" in sentences
     assert "GFLOPs 4.900 (kv\\_only) against 2.700 for the reference" in sentences
 

@@ -31,6 +31,8 @@ def _with(path: str, value):
     ("experiments.early.layers", ["L0-x"], "experiments.early.layers"),
     ("experiments.ablations.r", 7, "experiments.ablations.r"),
     ("experiments.full.target_r", 5, "experiments.full.target_r"),
+    ("experiments.ood.variants", ["space_x", "no_such_variant"], "experiments.ood.variants': 'no_such_variant' is not a variant"),
+    ("experiments.ood.methods", ["hquota_ff"], "which is not in experiments.ood.methods"),
 ])
 def test_cross_key_mistakes_name_the_key(key, value, words):
     cfg = _with(key, value)
@@ -55,6 +57,20 @@ def test_unreachable_full_target_r_names_the_key(changes, words):
         node[leaf] = value
     with pytest.raises(ValueError, match="experiments.full.target_r.*" + words):
         preflight.check_config(cfg)
+
+
+def test_ood_variants_run_on_the_methods_schedule_against_it():
+    runs = preflight.ood_runs(MICRO)
+    by = {r["name"]: r for r in runs}
+    ref = by["ours_size_norm_matched"]
+    for v in MICRO["experiments"]["ood"]["variants"]:
+        run = by[f"{v}_matched"]
+        assert run["overrides"] == MICRO["experiments"]["ablations"]["variants"][v]
+        assert run["match"] == ref["match"] and run["method"] == ref["method"] and run["ref"] == ref["name"]
+    assert preflight.ood_comparisons(runs) == {"ours_size_norm_matched": "tome_r13", "space_x_matched": ref["name"],
+                                               "q_0.4_matched": ref["name"]}
+    # One solved schedule serves the method and its variants.
+    assert len(preflight.matched_schedules({("ood", r["name"]): r for r in runs})) == 1
 
 
 def test_shipped_configs_pass():

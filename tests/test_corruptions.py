@@ -257,3 +257,18 @@ def test_error_grows_with_severity(name):
     x = _textured(2, 64, 64, seed=8)
     errs = [_err(corrupt(x, name, s), x) for s in SEVERITIES]
     assert all(a < b for a, b in zip(errs, errs[1:])), errs
+
+
+def test_blur_sigma_scales_to_the_image_side():
+    from tokred.data.corruptions import IMAGENET_C_SIDE, scaled_param
+
+    assert IMAGENET_C_SIDE == 224
+    assert scaled_param("gaussian_blur", 5, 224) == 6 and scaled_param("gaussian_blur", 5, 112) == 3
+    assert scaled_param("gaussian_noise", 5, 112) == NOISE_SIGMAS[4]   # per pixel: not scaled
+    assert scaled_param("jpeg_compression", 2, 112) == JPEG_QUALITIES[1]
+    x = _textured(h=112, w=112)
+    # Severity 2 (sigma 2 at 224 px) on 112 px images is sigma 1: unscaled severity 1.
+    assert torch.equal(corrupt(x, "gaussian_blur", 2, scale_to_size=True), corrupt(x, "gaussian_blur", 1))
+    assert not torch.equal(corrupt(x, "gaussian_blur", 2, scale_to_size=True), corrupt(x, "gaussian_blur", 2))
+    big = _textured(h=224, w=224)
+    assert torch.equal(corrupt(big, "gaussian_blur", 3, scale_to_size=True), corrupt(big, "gaussian_blur", 3))

@@ -60,3 +60,39 @@ def test_mcnemar_exact_and_chi2():
     r = metrics.mcnemar(a, b)
     assert not r["exact"] and r["p_value"] < 1e-10
     assert metrics.mcnemar(a, a)["p_value"] == 1.0
+
+
+def _ranked_logits(n: int, k: int = 3):
+    """All images of class 0, correct, with baseline margin i + 1 for image i (image 0 least sure)."""
+    labels = torch.zeros(n, dtype=torch.long)
+    base = torch.zeros(n, k)
+    base[:, 0] = torch.arange(n, dtype=torch.float32) + 1
+    return base, labels
+
+
+def test_tail_drop_is_the_drop_on_the_lowest_baseline_margin_decile():
+    base, labels = _ranked_logits(100)
+    red = base.clone()
+    red[:5, 1] = 1000.0  # the 5 least sure images become wrong: all inside the tail (10 images)
+    t = metrics.tail_drop(base, red, labels, n_boot=500)
+    assert t["tail_images"] == 10 and t["tail_drop_pp"] == pytest.approx(50.0)
+    lo, hi = t["tail_drop_ci95"]
+    assert 0 < lo < 50 < hi <= 100
+    assert metrics.summarize(base, red, labels, n_boot=200)["drop_pp"] == pytest.approx(5.0)
+    # The same 5 errors on sure images (margins 51-55) are outside the tail: tail Δ 0, overall drop 5 pp.
+    red = base.clone()
+    red[50:55, 1] = 1000.0
+    s = metrics.summarize(base, red, labels, n_boot=200)
+    assert s["tail_drop_pp"] == 0.0 and s["tail_drop_ci95"] == [0.0, 0.0] and s["drop_pp"] == pytest.approx(5.0)
+
+
+def test_tail_drop_uses_the_baseline_margin_and_counts_fixes_negative():
+    base, labels = _ranked_logits(40)
+    base[:2, 2] = 1000.0  # the baseline is wrong on images 0-1 (lowest margin), the reduced model right
+    red, _ = _ranked_logits(40)
+    t = metrics.tail_drop(base, red, labels, n_boot=200)  # ⌈0.1 · 40⌉ = 4 images: 2 fixed, 2 unchanged
+    assert t["tail_images"] == 4 and t["tail_drop_pp"] == pytest.approx(-50.0)
+    # Ranking by the reduced model's margin instead would pick other images: the tail is the baseline's.
+    assert metrics.tail_drop(red, base, labels, n_boot=200)["tail_drop_pp"] == pytest.approx(100 * 2 / 4)
+    with pytest.raises(ValueError, match="fraction"):
+        metrics.tail_drop(base, red, labels, fraction=0.0)

@@ -158,6 +158,43 @@ def check_early_regime_tables(res: Path, text: str) -> None:
         assert name in text
 
 
+def test_micro_ood_variants_paired_tests_tail_delta_and_holm(micro):
+    """The OOD variants run on ours' schedule and are tested against ours under every condition; ours is
+    tested against ToMe under every condition; tail Δ is in every metrics JSON; stars are Holm's."""
+    import json
+
+    tmp, cfg = micro
+    res = tmp / "results"
+    micro_cfg = yaml.safe_load(cfg.read_text())
+    conds = ["clean"] + [f"{c}-{s}" for c in micro_cfg["experiments"]["ood"]["corruptions"]
+                         for s in micro_cfg["experiments"]["ood"]["severities"]]
+    variants = [f"{v}_matched" for v in micro_cfg["experiments"]["ood"]["variants"]]
+    ref = json.loads((res / "ood" / "clean" / "ours_size_norm_matched" / "metrics.json").read_text())
+    for v in variants:
+        m = json.loads((res / "ood" / "clean" / v / "metrics.json").read_text())
+        assert m["schedule"] == ref["schedule"] and m["overrides"] and m["method"] == ref["method"]
+    blur = json.loads((res / "ood" / "gaussian_blur-5" / "base" / "metrics.json").read_text())
+    assert blur["image_side"] == 112 and blur["corruption_param"] == 3.0  # ImageNet-C's 6 px at 224 px
+    vs_tome = pd.read_csv(res / "tables" / "ood_vs_tome.csv")
+    assert sorted(vs_tome.condition) == sorted(conds) and set(vs_tome.partner) == {"tome_r13"}
+    var = pd.read_csv(res / "tables" / "ood_variants.csv")
+    assert len(var) == len(conds) * len(variants) and set(var.partner) == {"ours_size_norm_matched"}
+    for t in (vs_tome, var):
+        from statsmodels.stats.multitest import multipletests
+
+        ok = t[~t.floor]  # the micro model may be at chance level everywhere: then nothing is tested
+        assert ok.empty or np.allclose(ok.p_holm, multipletests(ok.p, method="holm")[1])
+        assert t[t.floor].p_holm.isna().all()
+    for group, run in [("reproduce", "tome_r13"), ("ablations", "space_x"), ("early", "ours_size_norm_L0_r13")]:
+        m = json.loads((res / "runs" / group / run / "metrics.json").read_text())
+        lo, hi = m["tail_drop_ci95"]
+        assert lo <= m["tail_drop_pp"] <= hi and m["tail_images"] == -(-m["n_images"] // 10)
+    text = subprocess.run(["pdftotext", "-layout", str(res / "paper" / "paper.pdf"), "-"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "Holm" in text and "Chance level" in text and "Tail" in text and "??" not in text
+    assert "scaled to these 112 px images" in " ".join(text.split())
+
+
 def test_timing_jobs_never_overlap_other_jobs(micro):
     """Profiling jobs claim every core: with --cores 8 nothing ran beside them."""
     tmp, _ = micro

@@ -41,6 +41,7 @@ CORRUPTIONS: dict[str, tuple] = {
     "jpeg_compression": (25, 18, 15, 10, 7),           # PIL JPEG quality
 }
 SEVERITIES = (1, 2, 3, 4, 5)
+IMAGENET_C_SIDE = 224  # ImageNet-C corrupts 224 px centre crops: the side its blur sigmas are defined at
 SAVED_QUALITY = 85   # JPEG quality of the saved ImageNet-C sets
 BLUR_TRUNCATE = 4.0  # scipy.ndimage / skimage default
 _CHUNK = 128         # images per vectorised chunk (bounds float64 temporaries)
@@ -55,6 +56,19 @@ def severity_param(name: str, severity: int):
         raise ValueError(f"corruption {name!r}: severity {severity!r} is invalid "
                          f"(valid: {', '.join(map(str, SEVERITIES))})")
     return CORRUPTIONS[name][int(severity) - 1]
+
+
+def scaled_param(name: str, severity: int, side: int | None = None):
+    """The parameter `corrupt` applies at `severity` on images `side` px wide: `severity_param`, with the blur
+    sigma scaled by side / 224 (`IMAGENET_C_SIDE`), so a blur covers the same fraction of the image as in
+    ImageNet-C (sigma 6 px at 224 px is 3 px at 112 px). Noise (per pixel) and JPEG quality do not scale.
+    `side` None: the 224 px value. Raises ValueError as `severity_param`, or for side < 1."""
+    param = severity_param(name, severity)
+    if side is None or name != "gaussian_blur":
+        return param
+    if int(side) < 1:
+        raise ValueError(f"corruption {name!r}: image side must be >= 1 px, got {side!r}")
+    return param * int(side) / IMAGENET_C_SIDE
 
 
 # ---------------------------------------------------------------------------------- kernels
@@ -135,9 +149,11 @@ def _jpeg_chunk(x: np.ndarray, quality: int, optimize: bool = False) -> np.ndarr
 
 # ---------------------------------------------------------------------------------- public
 def corrupt(images, name: str, severity: int, *, seed: int = 0, start: int = 0,
-            reencode_quality: int | None = SAVED_QUALITY, progress: bool = False):
+            reencode_quality: int | None = SAVED_QUALITY, progress: bool = False, scale_to_size: bool = False):
     """Corrupt uint8 images [N, 3, H, W] with ImageNet-C `name` at `severity` (1-5).
 
+    `scale_to_size`: scale the blur sigma to the image side (min(H, W) / 224, `scaled_param`); off, the
+    sigmas are ImageNet-C's pixel values whatever the image size.
     `start` is the global index of images[0] in the eval set (noise seeding; see module doc).
     `reencode_quality`: JPEG quality of the re-encode after every corruption, jpeg_compression
     included (85 with optimize=True, as make_imagenet_c.py saved ImageNet-C), None to skip.
@@ -162,6 +178,8 @@ def corrupt(images, name: str, severity: int, *, seed: int = 0, start: int = 0,
         raise ValueError(f"corrupt: reencode_quality must be in 1..100 or None, "
                          f"got {reencode_quality!r}")
 
+    if scale_to_size:
+        param = scaled_param(name, severity, min(images.shape[-2:]))
     x_all = images.detach().cpu().numpy()
     out = np.empty_like(x_all)
     n = len(x_all)

@@ -112,11 +112,19 @@ def ablation_figure(a: pd.DataFrame, tome_top1: float, pdf_path: str, png_path: 
     save_figure(fig, pdf_path, png_path)
 
 
-def ood_severity_figure(df: pd.DataFrame, family: str, pdf_path: str, png_path: str) -> None:
-    """Top-1 against severity (0 = clean) for one corruption, one line per run, 95% intervals."""
+def ood_severity_figure(df: pd.DataFrame, family: str, pdf_path: str, png_path: str, *,
+                        runs: list[str] | None = None) -> None:
+    """Top-1 against severity (0 = clean) for one corruption, one line per run (`runs`, default all; names as
+    in the OOD tables), 95% intervals; the chance level of the family's images (`load.load_ood`'s
+    `chance`) as a dotted line with its 95% binomial interval shaded: points inside it are guessing."""
     plt, _ = figure_setup()
     d = pd.concat([df[df.family == "clean"], df[df.family == family]])
+    if runs is not None:
+        d = d[d.run.isin(runs)]
     fig, ax = plt.subplots(figsize=(3.6, 2.7))
+    ref = d.iloc[-1]
+    ax.axhspan(ref.chance_lo, ref.chance_hi, color="0.85", lw=0, zorder=0)
+    ax.axhline(ref.chance, color="0.4", ls=":", lw=1, label="chance")
     for run, g in d.groupby("run", sort=False):
         g = g.sort_values("severity")
         ax.errorbar(g.severity, g.top1, yerr=[g.top1 - g.top1_lo, g.top1_hi - g.top1], marker="o", ms=3, capsize=2,

@@ -149,25 +149,6 @@ def full_findings(full: pd.DataFrame) -> str:
     return s
 
 
-def ood_findings(ood: pd.DataFrame) -> str:
-    """Per corruption family: ours against ToMe (paired, when the table carries it) and the unreduced model."""
-    if ood.empty:
-        return ""
-    out = []
-    for fam, g in ood.groupby("family", sort=False):
-        tome, ours = g[g.method == "tome"], g[(g.method != "tome") & (g.method != "none")]
-        if tome.empty or ours.empty:
-            continue
-        for _, o in ours.iterrows():
-            d = o.top1 - tome.iloc[0].top1
-            if "delta_vs_tome" in o.index and o.delta_vs_tome == o.delta_vs_tome:
-                txt = _delta(o, "delta_vs_tome", "p_vs_tome", "delta_lo_vs_tome", "delta_hi_vs_tome")
-            else:
-                txt = rf"{d:+.2f}\,pp (not paired)"
-            out.append(f"{fam.replace('_', ' ')}: {_m(o.method)} minus ToMe {txt}")
-    return ("Under each condition (mean over severities): " + "; ".join(out) + ".") if out else ""
-
-
 def conclusion(early: pd.DataFrame | None, full: pd.DataFrame | None) -> str:
     """Answers to the introduction's two questions, from the early and full tables."""
     s = []
@@ -202,8 +183,8 @@ def conclusion(early: pd.DataFrame | None, full: pd.DataFrame | None) -> str:
 
 
 def write_findings(path: str, *, reproduce: pd.DataFrame, early: pd.DataFrame | None = None,
-                   full: pd.DataFrame | None = None, ood: pd.DataFrame | None = None) -> None:
-    """generated/findings.tex: \\FindingsReproduce, \\FindingsEarly, \\FindingsFull, \\FindingsOOD,
+                   full: pd.DataFrame | None = None) -> None:
+    """generated/findings.tex: \\FindingsReproduce, \\FindingsEarly, \\FindingsFull,
     \\Conclusion and \\LimitationsData (empty where a group did not run)."""
     from .. import io
 
@@ -211,7 +192,6 @@ def write_findings(path: str, *, reproduce: pd.DataFrame, early: pd.DataFrame | 
         "FindingsReproduce": reproduce_findings(reproduce),
         "FindingsEarly": early_findings(early) if early is not None else "",
         "FindingsFull": full_findings(full) if full is not None else "",
-        "FindingsOOD": ood_findings(ood) if ood is not None else "",
         "Conclusion": conclusion(early, full),
         "LimitationsData": (f"On this run, reduction confined to {', '.join(early_settled(early))} does not change "
                             "the predictions measurably (KL below the floor above): the study's early-layer "

@@ -12,7 +12,8 @@ import pandas as pd
 
 
 COLUMNS = ["run", "group", "method", "layers", "r", "gflops", "rel_cost", "top1", "top1_lo", "top1_hi", "drop_pp",
-           "drop_se_pp", "kl", "delta_margin", "agreement", "mcnemar_p", "n_images"]
+           "drop_se_pp", "tail_drop_pp", "tail_lo", "tail_hi", "kl", "delta_margin", "agreement", "mcnemar_p",
+           "n_images"]
 
 
 def load_metrics(paths) -> pd.DataFrame:
@@ -26,6 +27,7 @@ def load_metrics(paths) -> pd.DataFrame:
             "gflops": m["gflops"], "rel_cost": m["rel_cost"],
             "top1": m["top1"], "top1_lo": m["top1_ci95"][0], "top1_hi": m["top1_ci95"][1],
             "drop_pp": m["drop_pp"], "drop_se_pp": m["drop_se_pp"], "kl": m["kl"],
+            "tail_drop_pp": m["tail_drop_pp"], "tail_lo": m["tail_drop_ci95"][0], "tail_hi": m["tail_drop_ci95"][1],
             "delta_margin": m["delta_margin"], "agreement": m["agreement"],
             "mcnemar_p": m["mcnemar_vs_base"]["p_value"], "n_images": m["n_images"],
             "clip_fired": _clip_rate(m.get("clip_counts")),
@@ -89,8 +91,25 @@ def add_tome_comparison(df: pd.DataFrame, pairs: dict, labels) -> pd.DataFrame:
     return add_comparison(df, pairs, labels, "tome")
 
 
+def chance_level(labels, level: float = 0.95) -> tuple[float, float, float]:
+    """Chance level of a labelled set (docs/method.md §6): the accuracy (%) of always answering its most
+    frequent label (1/K on a balanced set; labels < 0, never correct, count as images), and the `level`
+    binomial interval (%) of a guesser's accuracy on these n images (scipy.stats.binom.interval).
+    labels: int array [n]. Returns (chance, lo, hi)."""
+    import numpy as np
+    from scipy.stats import binom
+
+    lab = np.asarray(labels)
+    n = lab.size
+    p0 = np.bincount(lab[lab >= 0]).max() / n if (lab >= 0).any() else 0.0
+    lo, hi = binom.interval(level, n, p0)
+    return 100.0 * p0, 100.0 * lo / n, 100.0 * hi / n
+
+
 def load_ood(paths) -> pd.DataFrame:
-    """One row per (condition, run) with per-image correctness (from the run's logits and labels)."""
+    """One row per (condition, run) with per-image correctness (from the run's logits and labels), the
+    corruption parameter applied, the condition's chance level with its 95% interval (`chance_level`) and
+    `floor`: whether the unreduced model's Top-1 on that condition is at or below the interval's upper end."""
     import torch
 
     from ..study.metrics import correct
@@ -106,5 +125,12 @@ def load_ood(paths) -> pd.DataFrame:
                      "run": m["run"], "method": m["method"], "gflops": m["gflops"], "top1": m["top1"],
                      "top1_lo": m["top1_ci95"][0], "top1_hi": m["top1_ci95"][1], "drop_pp": m["drop_pp"],
                      "drop_se_pp": m["drop_se_pp"], "kl": m["kl"], "n_images": m["n_images"],
+                     "tail_drop_pp": m["tail_drop_pp"], "corruption_param": m.get("corruption_param"),
+                     **dict(zip(("chance", "chance_lo", "chance_hi"), chance_level(lg["labels"].numpy()))),
+                     "side": int(m.get("image_side") or 0),
                      "correct": correct(lg["logits"], lg["labels"]).double().numpy(), "provenance": m["provenance"]})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    base = df[df.method == "none"].set_index("condition")
+    df["floor"] = [bool(base.loc[c, "top1"] <= base.loc[c, "chance_hi"]) if c in base.index else False
+                   for c in df.condition]
+    return df

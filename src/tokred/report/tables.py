@@ -1,5 +1,7 @@
 """Tables (CSV + LaTeX) from the metrics frames: ToMe reproduction, early layers, full-layer schedules,
-ablations, OOD and the reproducibility appendix. Stars mark McNemar p < 0.05 against ToMe.
+ablations and the reproducibility appendix (OOD: `ood_tables`). A star marks a comparison (McNemar)
+significant at 5% after Holm's correction over all starred cells of its table (`holm`, docs/method.md
+§4); each .tex file defines \\holmnote, the sentence saying so with the number of tests, for its caption.
 """
 from __future__ import annotations
 
@@ -13,8 +15,40 @@ def method_name(m: str) -> str:
     return {"tome": "ToMe", "none": "baseline"}.get(m, m)
 
 
-def _star(p: float) -> str:
-    return r"$^{*}$" if p == p and p < 0.05 else ""
+ALPHA = 0.05  # family-wise error rate of the stars of one table
+
+
+def holm(p_values) -> "pd.Series":
+    """Holm-adjusted p-values (statsmodels.stats.multitest.multipletests, method "holm") over the finite
+    entries of `p_values` (one table's starred cells: the family); NaN entries (no test) stay NaN and do
+    not count. Returns a float Series aligned with the input's index (a RangeIndex for a list)."""
+    import numpy as np
+    from statsmodels.stats.multitest import multipletests
+
+    p = pd.Series(p_values, dtype=float)
+    out = pd.Series(np.nan, index=p.index)
+    ok = p.notna()
+    if ok.any():
+        out[ok] = multipletests(p[ok].to_numpy(), alpha=ALPHA, method="holm")[1]
+    return out
+
+
+def holm_note(p_values) -> str:
+    """\\gdef\\holmnote{...}: the caption sentence for a table whose stars come from `holm(p_values)`."""
+    m = int(pd.Series(p_values, dtype=float).notna().sum())
+    text = (rf"A star marks $p<{ALPHA:g}$ (McNemar) after Holm's correction over the {m} tests of this table."
+            if m else "No paired test in this table.")
+    return r"\gdef\holmnote{" + text + "}"
+
+
+def _star(p_holm: float) -> str:
+    """The star of a cell, from its Holm-adjusted p-value (`holm`)."""
+    return r"$^{*}$" if p_holm == p_holm and p_holm < ALPHA else ""
+
+
+def _tail(row) -> str:
+    """Tail Δ (pp) with its 95% interval, from `load.load_metrics` columns."""
+    return f"{row['tail_drop_pp']:.1f} [{row['tail_lo']:.1f}, {row['tail_hi']:.1f}]"
 
 
 def _write_table(tex_path: str, colspec: str, header: str, body: list[str], tail: tuple[str, ...] = ()) -> None:
@@ -40,18 +74,20 @@ def early_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
                      "top1_ours_hi": o["top1_hi"], "delta": o["delta_vs_tome"], "delta_lo": o["delta_lo_vs_tome"],
                      "delta_hi": o["delta_hi_vs_tome"], "p_vs_tome": o["p_vs_tome"],
                      "kl_tome": t["kl"], "kl_ours": o["kl"], "dmargin_tome": t["delta_margin"],
-                     "dmargin_ours": o["delta_margin"], "drop_tome": t["drop_pp"], "drop_ours": o["drop_pp"]})
+                     "dmargin_ours": o["delta_margin"], "drop_tome": t["drop_pp"], "drop_ours": o["drop_pp"],
+                     "tail_tome": t["tail_drop_pp"], "tail_ours": o["tail_drop_pp"]})
     t = pd.DataFrame(rows)
     order = {k: i for i, k in enumerate(dict.fromkeys(e["layers"]))}
     t = t.sort_values(["layers", "r"], key=lambda c: c.map(order) if c.name == "layers" else c)
+    t["p_holm"] = holm(t["p_vs_tome"]) if len(t) else []
     with io.atomic_path(csv_path) as tmp:
         t.to_csv(tmp, index=False, float_format="%.6g")
     body = [f"{r.layers} & {r.r} & {tex_escape(r.method)} & {r.top1_tome:.2f} [{r.top1_tome_lo:.1f}, {r.top1_tome_hi:.1f}] & "
-            f"{r.top1_ours:.2f} [{r.top1_ours_lo:.1f}, {r.top1_ours_hi:.1f}] & {r.delta:+.2f}{_star(r.p_vs_tome)} & "
+            f"{r.top1_ours:.2f} [{r.top1_ours_lo:.1f}, {r.top1_ours_hi:.1f}] & {r.delta:+.2f}{_star(r.p_holm)} & "
             f"{r.kl_tome:.4f} & {r.kl_ours:.4f} & {r.dmargin_tome:+.3f} & {r.dmargin_ours:+.3f} \\\\"
             for r in t.itertuples()]
     _write_table(tex_path, "lrlccrrrrr", r"Layers & $r$ & Method & ToMe Top-1 & Top-1 & $\Delta$ (pp) & KL ToMe & KL & "
-                 r"$\Delta$m ToMe & $\Delta$m", body)
+                 r"$\Delta$m ToMe & $\Delta$m", body, tail=(holm_note(t.get("p_vs_tome", [])),))
     return t
 
 
@@ -60,16 +96,17 @@ def full_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
     f = df[df.group == "full"]
     tome_runs = set(f["tome_run"].dropna())
     t = pd.concat([df[df.run.isin(tome_runs)], f])
+    t["p_holm"] = holm(t["p_vs_tome"].where(t["delta_vs_tome"].notna()))
     with io.atomic_path(csv_path) as tmp:
         t.drop(columns=DETAIL).to_csv(tmp, index=False, float_format="%.6g")
     body = []
     for _, r in t.iterrows():
         label = schedule_label(r)
-        delta = "--" if pd.isna(r["delta_vs_tome"]) else f"{r['delta_vs_tome']:+.2f}{_star(r['p_vs_tome'])}"
-        body.append(f"{label} & {r['gflops']:.3f} & {r['rel_cost']:.3f} & {_ci(r)} & {r['drop_pp']:.2f} & {delta} & "
-                    f"{r['kl']:.4f} & {r['delta_margin']:+.3f} \\\\")
-    _write_table(tex_path, "lrrcrrrr", r"Schedule & GFLOPs & RelCost & Top-1 [95\% CI] & Drop & $\Delta$ vs ToMe & KL & "
-                 r"$\Delta$margin", body)
+        delta = "--" if pd.isna(r["delta_vs_tome"]) else f"{r['delta_vs_tome']:+.2f}{_star(r['p_holm'])}"
+        body.append(f"{label} & {r['gflops']:.3f} & {r['rel_cost']:.3f} & {_ci(r)} & {r['drop_pp']:.2f} & {_tail(r)} & "
+                    f"{delta} & {r['kl']:.4f} & {r['delta_margin']:+.3f} \\\\")
+    _write_table(tex_path, "lrrcrcrrr", r"Schedule & GFLOPs & RelCost & Top-1 [95\% CI] & Drop & Tail $\Delta$ [95\% CI] & "
+                 r"$\Delta$ vs ToMe & KL & $\Delta$margin", body, tail=(holm_note(t["p_holm"]),))
     return t
 
 
@@ -92,18 +129,20 @@ def _change(overrides: dict) -> str:
 def ablation_table(df: pd.DataFrame, csv_path: str, tex_path: str, group: str = "ablations") -> pd.DataFrame:
     """Ablations of a method: each variant's knob change, GFLOPs, Top-1 with interval, Δ top-1 against the
     group's reference run (`<method>_ref`; columns of `load.add_comparison(..., "ref")`) with McNemar's
-    p (star: p < 0.05), the % of images whose prediction changed, and how often the L2 clip fired (% of
-    merged tokens); KL and Δmargin are in the CSV. The .tex file ends with \\gdef\\ablationcomponents{...}: one sentence per ablated
+    p (star: Holm-adjusted p < 0.05 over the table's variants, column p_holm_vs_ref), the % of images
+    whose prediction changed, and how often the L2 clip fired (% of merged tokens); KL, Δmargin and tail Δ
+    are in the CSV. The .tex file ends with \\gdef\\ablationcomponents{...}: one sentence per ablated
     component saying whether it acts (`component_sentences`), for the caption or the text after it
     (\\ablationearlycomponents for `group` ablations_early, the same ablations at a layer set)."""
     a = df[df.group == group].copy()
     a.insert(a.columns.get_loc("method") + 1, "change", a["overrides"].map(_change))
+    a["p_holm_vs_ref"] = holm(a["p_vs_ref"])
     with io.atomic_path(csv_path) as tmp:
         a.drop(columns=DETAIL).to_csv(tmp, index=False, float_format="%.6g")
     body = []
     for _, r in a.iterrows():
         ref = pd.isna(r["ref_run"])
-        delta = "--" if ref else f"{r['delta_vs_ref']:+.2f}{_star(r['p_vs_ref'])}"
+        delta = "--" if ref else f"{r['delta_vs_ref']:+.2f}{_star(r['p_holm_vs_ref'])}"
         p = "--" if ref else f"${_p_tex(r['p_vs_ref'])}$"
         changed = "--" if ref else f"{r['changed_vs_ref']:.1f}"
         clip = "--" if pd.isna(r["clip_fired"]) else _pct(r["clip_fired"])
@@ -112,7 +151,8 @@ def ablation_table(df: pd.DataFrame, csv_path: str, tex_path: str, group: str = 
                     f"{p} & {changed} & {clip} \\\\")
     _write_table(tex_path, "llrcrrrr", r"Variant & Change & GFLOPs & Top-1 [95\% CI] & $\Delta$ vs ref & $p$ & "
                  r"Changed (\%) & Clip (\%)", body,
-                 tail=(rf"\gdef\{_components_macro(group)}{{" + " ".join(component_sentences(a)) + "}",))
+                 tail=(rf"\gdef\{_components_macro(group)}{{" + " ".join(component_sentences(a)) + "}",
+                       holm_note(a["p_vs_ref"])))
     return a
 
 
@@ -143,7 +183,8 @@ def _verdict(rows: list) -> str:
     if changed == 0:
         return "logits change, no prediction does"
     p = min(r["p_vs_ref"] for r in rows)
-    sig = r", significant at 5\%" if p < 0.05 else ""
+    p_holm = min(r.get("p_holm_vs_ref", p) for r in rows)
+    sig = r", significant at 5\% after Holm's correction" if p_holm < ALPHA else ""
     return (f"up to {changed:.1f}\\% of the predictions change, top-1 by at most "
             f"{max(abs(r['delta_vs_ref']) for r in rows):.2f}\\,pp (smallest McNemar $p={_p_tex(p)}${sig})")
 
@@ -186,67 +227,28 @@ def reproduce_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFr
     """Baseline + ToMe r-sweep: GFLOPs, Top-1 with 95% interval, paired drop, KL, Δmargin."""
     t = df.sort_values(["group", "gflops"], ascending=[True, False]).copy()
     t = pd.concat([t[t.group == "baseline"], t[t.group != "baseline"]])
+    t["p_holm"] = holm(t["mcnemar_p"].where(t["group"] != "baseline"))
     with io.atomic_path(csv_path) as tmp:
-        t[COLUMNS].to_csv(tmp, index=False, float_format="%.6g")
+        t[COLUMNS + ["p_holm"]].to_csv(tmp, index=False, float_format="%.6g")
     lines = [
-        r"\begin{tabular}{lrrrcrrrr}",
+        r"\begin{tabular}{lrrrcrcrrr}",
         r"\toprule",
-        r"Method & $r$ & GFLOPs & RelCost & Top-1 (\%) [95\% CI] & Drop (pp) & KL & $\Delta$margin & Agree (\%) \\",
+        r"Method & $r$ & GFLOPs & RelCost & Top-1 (\%) [95\% CI] & Drop (pp) & Tail $\Delta$ (pp) [95\% CI] & KL & "
+        r"$\Delta$margin & Agree (\%) \\",
         r"\midrule",
     ]
     for _, row in t.iterrows():
         r = "--" if pd.isna(row["r"]) else f"{int(row['r'])}"
-        sig = r"$^{*}$" if row["group"] != "baseline" and row["mcnemar_p"] < 0.05 else ""
-        drop = "--" if row["group"] == "baseline" else f"{row['drop_pp']:.2f} $\\pm$ {row['drop_se_pp']:.2f}{sig}"
+        drop = "--" if row["group"] == "baseline" else f"{row['drop_pp']:.2f} $\\pm$ {row['drop_se_pp']:.2f}{_star(row['p_holm'])}"
+        tail = "--" if row["group"] == "baseline" else _tail(row)
         lines.append(
             f"{method_name(row['method'])} & {r} & {row['gflops']:.3f} & {row['rel_cost']:.3f} & "
-            f"{row['top1']:.2f} [{row['top1_lo']:.2f}, {row['top1_hi']:.2f}] & {drop} & "
+            f"{row['top1']:.2f} [{row['top1_lo']:.2f}, {row['top1_hi']:.2f}] & {drop} & {tail} & "
             f"{row['kl']:.4f} & {row['delta_margin']:+.3f} & {row['agreement']:.2f} \\\\")
         if row["group"] == "baseline":
             lines.append(r"\midrule")
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    lines += [r"\bottomrule", r"\end{tabular}", holm_note(t["p_holm"]), ""]
     io.write_text(tex_path, "\n".join(lines))
-    return t
-
-
-def _mean_ci(x, n_boot: int, seed: int) -> tuple[float, float]:
-    # Per-image values are averages over severities, not 0/1: metrics.bootstrap_ci's binomial
-    # shortcut does not apply, so images are resampled directly.
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
-
-
-def ood_table(df: pd.DataFrame, csv_path: str, tex_path: str, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Per family (corruption, dataset, clean) and run: Top-1 averaged over severities with a 95%
-    bootstrap interval over images, and the paired drop vs the unreduced model (95% normal interval).
-    Per-image correctness is averaged over severities first (same images in every severity)."""
-    import numpy as np
-
-    rows = []
-    for (family, run), g in df.groupby(["family", "run"], sort=False):
-        acc = np.stack(list(g.sort_values("severity")["correct"])).mean(0) * 100
-        base = df[(df.family == family) & (df.method == "none")].sort_values("severity")
-        diff = np.stack(list(base["correct"])).mean(0) * 100 - acc
-        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
-        lo, hi = _mean_ci(acc, n_boot, seed)
-        rows.append({"family": family, "run": run, "method": g.method.iloc[0], "severities": len(g),
-                     "gflops": g.gflops.iloc[0], "top1": float(acc.mean()), "top1_lo": lo, "top1_hi": hi,
-                     "drop_pp": float(diff.mean()), "drop_lo": float(diff.mean()) - 1.96 * se,
-                     "drop_hi": float(diff.mean()) + 1.96 * se, "n_images": len(acc)})
-    t = pd.DataFrame(rows)
-    with io.atomic_path(csv_path) as tmp:
-        t.to_csv(tmp, index=False, float_format="%.6g")
-    body = []
-    for fam, g in t.groupby("family", sort=False):
-        for i, r in enumerate(g.itertuples()):
-            name = tex_escape(fam.replace("_", " ")) if i == 0 else ""
-            drop = "--" if r.method == "none" else f"{r.drop_pp:+.2f} [{r.drop_lo:+.2f}, {r.drop_hi:+.2f}]"
-            body.append(f"{name} & {tex_escape(method_name(r.method) if r.method != 'tome' else r.run)} & "
-                        f"{r.gflops:.3f} & {r.top1:.2f} [{r.top1_lo:.1f}, {r.top1_hi:.1f}] & {drop} \\\\")
-    _write_table(tex_path, "llrcc", r"Condition & Run & GFLOPs & Top-1 [95\% CI] & Drop vs base (pp) [95\% CI]", body)
     return t
 
 

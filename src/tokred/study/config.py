@@ -133,8 +133,9 @@ def check_schema(cfg: dict, schema: dict | str | Path) -> None:
 
 def check_cross_keys(cfg: dict) -> None:
     """What the schema cannot see across keys, checked before any job: method names outside the
-    experiment groups (timing, the merge figure), layer sets against the model's depth, and the ToMe
-    runs that the ablation and full-layer comparisons read. Raises ValueError naming the key."""
+    experiment groups (timing, the merge figure), layer sets against the model's depth, the ToMe
+    runs that the ablation and full-layer comparisons read, and the OOD variants (`ood_runs`). Raises
+    ValueError naming the key."""
     from ..schedule import parse_layers
 
     ex = cfg["experiments"]
@@ -156,6 +157,7 @@ def check_cross_keys(cfg: dict) -> None:
         if r is not None and r not in tome_r:
             raise ValueError(f"config key '{key}': {r} is not in experiments.reproduce.r {sorted(tome_r)}; the "
                              "comparison needs ToMe's run at that r (add it there)")
+    ood_runs(cfg)  # OOD methods and variants (names the experiments.ood key)
     _check_reachable(cfg)
     _check_early_regime(ex, depth)
 
@@ -370,17 +372,39 @@ def ood_conditions(cfg: dict) -> dict[str, dict]:
 
 def ood_runs(cfg: dict) -> list[dict]:
     """The runs evaluated under every OOD condition: the unreduced model first (the reference of the
-    others), ToMe at target_r, and each method on a uniform keep solved to ToMe's GFLOPs."""
+    others), ToMe at target_r, and each method on a uniform keep solved to ToMe's GFLOPs; then each of
+    `experiments.ood.variants` (names of `experiments.ablations.variants`, docs/method.md §5): the ablation
+    method with that variant's knob overrides on the method's solved schedule (`<variant>_matched`; its
+    `ref` is `<method>_matched`, the same schedule with no knob changed). Raises ValueError naming the key
+    for an unknown method or variant, a variant whose method is not in `experiments.ood.methods`, or a
+    run name used twice."""
     ood = cfg["experiments"].get("ood")
     if not ood:
         return []
     r = ood["target_r"]
+    match = {"tome_r": r, "keep_shape": "uniform", "shape_kw": {}}
     runs = [{"name": "base", "group": "ood", "method": None},
             {"name": f"tome_r{r}", "group": "ood", "method": "tome", "r": r}]
     for m in ood["methods"]:
         _method("experiments.ood.methods", m)
-        runs.append({"name": f"{m}_matched", "group": "ood", "method": m,
-                     "match": {"tome_r": r, "keep_shape": "uniform", "shape_kw": {}}})
+        runs.append({"name": f"{m}_matched", "group": "ood", "method": m, "match": match})
+    abl = cfg["experiments"].get("ablations") or {}
+    for v in ood.get("variants") or ():
+        key = f"config key 'experiments.ood.variants': {v!r}"
+        if v not in (abl.get("variants") or {}):
+            raise ValueError(f"{key} is not a variant of experiments.ablations.variants "
+                             f"({', '.join(abl.get('variants') or {}) or 'none defined'}); define it there")
+        if abl["method"] not in ood["methods"]:
+            raise ValueError(f"{key} changes a knob of experiments.ablations.method {abl['method']!r}, which is "
+                             f"not in experiments.ood.methods {ood['methods']}: add it (its run is the reference)")
+        _method(f"experiments.ablations.variants.{v}", abl["method"], abl["variants"][v])
+        runs.append({"name": f"{v}_matched", "group": "ood", "method": abl["method"],
+                     "overrides": abl["variants"][v], "match": match, "ref": f"{abl['method']}_matched"})
+    names = [run["name"] for run in runs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"config key 'experiments.ood': run names {dup} occur twice (a variant named like a "
+                         "method?); rename the variant")
     return runs
 
 
@@ -407,6 +431,13 @@ def selector_pairs(runs: dict) -> list[dict]:
                 row.update(ours_const=out[0]["ours"], tome_const=out[0]["tome"])
             out.append(row)
     return out
+
+
+def ood_comparisons(runs: list[dict]) -> dict[str, str]:
+    """OOD run -> the run it is compared with under every condition, on the same images (McNemar, Δ):
+    each method -> ToMe (the second run), each variant -> its `ref` (the method with no knob changed)."""
+    tome = runs[1]["name"] if len(runs) > 1 else None
+    return {run["name"]: run.get("ref") or tome for run in runs[2:]}
 
 
 def comparisons(runs: dict) -> dict[str, str]:

@@ -50,6 +50,36 @@ def agreement(base_logits: torch.Tensor, logits: torch.Tensor) -> float:
     return 100.0 * (base_logits.argmax(-1) == logits.argmax(-1)).double().mean().item()
 
 
+TAIL_FRACTION = 0.10  # the share of images with the lowest baseline margin that tail Δ is measured on
+
+
+def tail_drop(base_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, *, fraction: float = TAIL_FRACTION,
+              n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """Tail Δ (docs/method.md §4): the top-1 drop (pp, base - reduced) on the ⌈fraction·N⌉ images with the
+    lowest baseline margin (`margin`: logit_true - max_other of the unreduced model; ties keep image order),
+    with a percentile bootstrap interval (`level`) of the paired per-image difference over those images
+    (scipy.stats.bootstrap, `n_boot` resamples seeded by `seed`).
+
+    base_logits, logits: [N, K]; labels: int64 [N]. Returns {"tail_drop_pp", "tail_drop_ci95": [lo, hi],
+    "tail_images"}. Raises ValueError for an empty set or a fraction outside (0, 1].
+    """
+    from scipy.stats import bootstrap
+
+    n = labels.numel()
+    if n == 0 or not 0 < fraction <= 1:
+        raise ValueError(f"tail_drop: need images and 0 < fraction <= 1 (got {n} images, fraction {fraction})")
+    k = max(1, math.ceil(fraction * n))
+    idx = torch.argsort(margin(base_logits, labels), stable=True)[:k]
+    d = 100.0 * (correct(base_logits[idx], labels[idx]).double() - correct(logits[idx], labels[idx]).double()).numpy()
+    if k > 1 and np.ptp(d) > 0:
+        ci = bootstrap((d,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+                       rng=np.random.default_rng(seed)).confidence_interval
+        lo, hi = float(ci.low), float(ci.high)
+    else:  # every resample has the same mean
+        lo = hi = float(d.mean())
+    return {"tail_drop_pp": float(d.mean()), "tail_drop_ci95": [lo, hi], "tail_images": k}
+
+
 def paired_drop(base_correct: torch.Tensor, correct_m: torch.Tensor) -> tuple[float, float]:
     """Drop in percentage points (base - reduced) and its paired standard error."""
     d = base_correct.double() - correct_m.double()
@@ -93,7 +123,7 @@ def mcnemar(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
 
 def summarize(base_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, *, n_boot: int = 2000,
               seed: int = 0) -> dict:
-    """All per-run metrics of docs/method.md §4 that need only logits."""
+    """All per-run metrics of docs/method.md §4 that need only logits (tail Δ: `tail_drop`)."""
     cb, cm = correct(base_logits, labels), correct(logits, labels)
     drop, drop_se = paired_drop(cb, cm)
     lo, hi = bootstrap_ci(cm, n_boot=n_boot, seed=seed)
@@ -108,4 +138,5 @@ def summarize(base_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Ten
         "delta_margin": delta_margin(base_logits, logits, labels),
         "agreement": agreement(base_logits, logits),
         "mcnemar_vs_base": mcnemar(cb, cm),
+        **tail_drop(base_logits, logits, labels, n_boot=n_boot, seed=seed),
     }

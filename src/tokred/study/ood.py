@@ -3,7 +3,10 @@
 One job per condition (clean, corruption x severity, ImageNet-V2/R/C): it builds the condition's
 images once, evaluates the unreduced model first and then every reduced run against it on the same
 images, and writes one metrics JSON + logits per run. Corruptions are applied to the cached eval set
-(already resized and centre-cropped, as ImageNet-C corrupts the 224 crop), deterministically per image.
+(already resized and centre-cropped, as ImageNet-C corrupts the 224 crop), deterministically per image,
+with the blur sigma scaled to the image side (σ·H/224, `tokred.data.corruptions.scaled_param`), so a
+model at another resolution sees the blur ImageNet-C defines at 224 px; the metrics JSON records the
+parameter applied (`corruption_param`).
 """
 from __future__ import annotations
 
@@ -16,20 +19,24 @@ from .runner import apply_run, build_model, compute_logits, load_json
 
 
 def condition_images(cfg: dict, cond: dict, eval_set_path: str) -> dict:
-    """{'images' uint8 [N,3,H,W], 'labels', 'mean', 'std', 'class_mask' (ImageNet-R) or None}."""
+    """{'images' uint8 [N,3,H,W], 'labels', 'mean', 'std', 'class_mask' (ImageNet-R) or None, 'param' (the
+    corruption's parameter as applied: noise sigma, blur sigma in px of these images, JPEG quality; None
+    for the clean set and the datasets)}."""
     ood = cfg["experiments"]["ood"]
     limit = ood.get("images")
     es = io.load_eval_set(eval_set_path)
-    out = {"mean": es["mean"], "std": es["std"], "class_mask": None}
+    out = {"mean": es["mean"], "std": es["std"], "class_mask": None, "param": None}
     if cond["kind"] in ("clean", "corruption"):
         from ..data.imagenet import subset_indices
 
         idx = torch.tensor(subset_indices(len(es["labels"]), limit))
         images, out["labels"] = es["images"][idx], es["labels"][idx]
         if cond["kind"] == "corruption":
-            from ..data.corruptions import corrupt
+            from ..data.corruptions import corrupt, scaled_param
 
-            images = corrupt(images, cond["corruption"], cond["severity"], seed=cfg["seed"], progress=True)
+            images = corrupt(images, cond["corruption"], cond["severity"], seed=cfg["seed"], progress=True,
+                             scale_to_size=True)
+            out["param"] = scaled_param(cond["corruption"], cond["severity"], min(images.shape[-2:]))
         out["images"] = images
         return out
 
@@ -106,7 +113,8 @@ def evaluate_condition(cfg: dict, name: str, cond: dict, runs: list[dict], *, we
                                    desc=f"{name}/{run['name']}")
         logits, labels = restrict_to_mask(logits, data["labels"], data["class_mask"])
         base = logits if base is None else base
-        extra = {"condition": name, **{k: cond.get(k) for k in ("kind", "corruption", "severity", "dataset")}}
+        extra = {"condition": name, **{k: cond.get(k) for k in ("kind", "corruption", "severity", "dataset")},
+                 "corruption_param": data["param"], "image_side": min(input_size[1:])}
         result = run_metrics(cfg, run, model, logits, base, labels, gflops, base_gflops, schedule, device=device,
                              **extra)
         print(f"{name} {run['name']}: top1 {result['top1']:.2f} drop {result['drop_pp']:.2f} pp")
