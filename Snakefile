@@ -35,6 +35,7 @@ localrules:
     report_overview,
     report_ood,
     report_systems,
+    report_fidelity,
     paper,
 
 

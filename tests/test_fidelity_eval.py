@@ -123,3 +123,41 @@ def test_evaluation_job_of_a_headless_model_on_unlabelled_images(tmp_path):
     stored = torch.load(tmp_path / "base" / "logits.pt", weights_only=False)
     assert stored["cls_features"]["blocks"].shape == (3, 10, 24)
     assert "cls_features" not in torch.load(tmp_path / "tome_r8" / "logits.pt", weights_only=False)
+
+
+def _metrics_file(path, run, group, method, cos, r=None, layers=None, keep_shape=None, overrides=None):
+    sched = {k: v for k, v in (("r", r), ("layers", layers), ("keep_shape", keep_shape)) if v is not None}
+    m = {"run": run, "group": group, "method": method, "schedule": sched, "overrides": overrides or {},
+         "gflops": 4.6 * (1 - 0.02 * (r or 0)), "rel_cost": 1 - 0.02 * (r or 0), "n_images": 8,
+         "block_tokens": [197 - (r or 0)] * 3, "provenance": {},
+         "fidelity": {"cls_cosine": cos, "cls_angle_deg": 10 * (1 - cos), "cls_cka": cos, "block_cka": [1.0, cos, cos],
+                      "block_angle_deg": [0.0, 1.0, 2.0], "knn_overlap": {"1": cos, "5": cos, "10": cos},
+                      "retrieval_top1": 1.0}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(m))
+    return str(path)
+
+
+def test_fidelity_report_tables_and_macros_come_from_the_metrics(tmp_path):
+    """Without top-1 anywhere: the r-sweep and early tables, Δ against the paired ToMe run, the macros."""
+    from tokred.report import fidelity as rep
+
+    paths = [_metrics_file(tmp_path / "b.json", "base", "baseline", "none", 1.0),
+             _metrics_file(tmp_path / "t.json", "tome_r13", "reproduce", "tome", 0.98, r=13),
+             _metrics_file(tmp_path / "et.json", "tome_L0_r13", "early", "tome", 0.99, r=13, layers="L0"),
+             _metrics_file(tmp_path / "eo.json", "ours_L0_r13", "early", "ours", 0.97, r=13, layers="L0")]
+    df = rep.fidelity_frame(paths, {"ours_L0_r13": "tome_L0_r13"})
+    assert df.top1.isna().all()  # absent accuracy reads as NaN
+    row = df.set_index("run").loc["ours_L0_r13"]
+    assert row.d_cls_cosine == pytest.approx(-0.02) and row.block_cka_min == 0.97 and row.final_tokens == 184
+    rep.fidelity_table(df, "reproduce", str(tmp_path / "r.csv"), str(tmp_path / "r.tex"))
+    rep.fidelity_table(df, "early", str(tmp_path / "e.csv"), str(tmp_path / "e.tex"))
+    tex = (tmp_path / "e.tex").read_text()
+    assert r"ours L0 & 13 & 3.40 & 184 & 0.9700" in tex and "-0.0200" in tex
+    assert "ToMe & 13" in (tmp_path / "r.tex").read_text() and "baseline" in (tmp_path / "r.tex").read_text()
+    rep.write_fidelity_macros(df, str(tmp_path / "m.tex"), {"views": "8"})
+    macros = (tmp_path / "m.tex").read_text()
+    assert r"tokred@fid@tome_r13@cls_cosine\endcsname{0.9800}" in macros
+    assert r"tokred@real@earlycloser\endcsname{0}" in macros and r"tokred@real@earlypairs\endcsname{1}" in macros
+    rep.block_figure(df, str(tmp_path / "f.pdf"), str(tmp_path / "f.png"))
+    assert (tmp_path / "f.png").stat().st_size > 0
