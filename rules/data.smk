@@ -10,7 +10,7 @@ rule eval_set:
         bench("eval_set")
     params:
         code=code("build_eval_set.py"),
-        cfg={k: config[k] for k in ("model", "data", "task") if k in config},
+        cfg={**{k: config[k] for k in ("model", "data", "task") if k in config}, **({"results_dir": R} if REAL else {})},
     threads: 2
     resources:
         mem_mb=lambda wc: 2000 if EMBEDDED else 12000,

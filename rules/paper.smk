@@ -3,7 +3,7 @@
 PAPER_PDF = f"{R}/paper/paper.pdf"
 PAPER_BUILD = f"{R}/paper/build"
 FINDINGS = f"{R}/tables/findings.tex"
-PAPER_INPUTS = REPORT_OUTPUTS + OOD_OUTPUTS + TIMING_OUTPUTS + [FINDINGS]
+PAPER_INPUTS = REPORT_OUTPUTS + OOD_OUTPUTS + TIMING_OUTPUTS + ([] if REAL else [FINDINGS])  # real: paper/real.tex
 
 
 def _csv(name, present):
@@ -27,12 +27,14 @@ rule report_findings:
     script:
         "../workflow/scripts/report_findings.py"
 
+
+PAPER_MAIN = "real" if REAL else "main"  # the real profile's paper: paper/real.tex
 STALE_NOTE = f"{R}/STALE.txt"
 
 
 rule paper:
     input:
-        tex="paper/main.tex",
+        tex=f"paper/{PAPER_MAIN}.tex",
         generated=PAPER_INPUTS,
     output:
         report(PAPER_PDF, caption="../report/paper.rst", category="Paper"),
@@ -45,6 +47,7 @@ rule paper:
     params:
         build=PAPER_BUILD,
         title=config.get("paper", {}).get("title", ""),
+        main=PAPER_MAIN,
     shell:
         r"""
         (set -e
@@ -53,8 +56,8 @@ rule paper:
          cp {input.generated} {params.build}/generated/
          printf '\\newcommand{{\\PaperTitle}}{{%s}}\n' "{params.title}" > {params.build}/generated/title.tex
          cd {params.build}
-         latexmk -pdf -interaction=nonstopmode -halt-on-error main.tex
-         mv main.pdf ../paper.pdf.tmp
+         latexmk -pdf -interaction=nonstopmode -halt-on-error {params.main}.tex
+         mv {params.main}.pdf ../paper.pdf.tmp
          mv ../paper.pdf.tmp ../paper.pdf
         ) > {log} 2>&1
         """

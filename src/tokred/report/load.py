@@ -25,17 +25,38 @@ def load_metrics(paths) -> pd.DataFrame:
             "r": m["schedule"].get("r"), "layers": m["schedule"].get("layers"),
             "keep_shape": m["schedule"].get("keep_shape"), "overrides": m.get("overrides") or {},
             "gflops": m["gflops"], "rel_cost": m["rel_cost"],
-            "top1": m["top1"], "top1_lo": m["top1_ci95"][0], "top1_hi": m["top1_ci95"][1],
-            "drop_pp": m["drop_pp"], "drop_se_pp": m["drop_se_pp"], "kl": m["kl"],
-            "tail_drop_pp": m["tail_drop_pp"], "tail_lo": m["tail_drop_ci95"][0], "tail_hi": m["tail_drop_ci95"][1],
-            "delta_margin": m["delta_margin"], "agreement": m["agreement"],
-            "mcnemar_p": m["mcnemar_vs_base"]["p_value"], "n_images": m["n_images"],
+            # absent without labels / without a classifier (tokred.study.metrics.summarize): NaN here
+            "top1": m.get("top1", NAN), "top1_lo": m.get("top1_ci95", [NAN, NAN])[0],
+            "top1_hi": m.get("top1_ci95", [NAN, NAN])[1], "drop_pp": m.get("drop_pp", NAN),
+            "drop_se_pp": m.get("drop_se_pp", NAN), "kl": m.get("kl", NAN),
+            "delta_margin": m.get("delta_margin", NAN), "agreement": m.get("agreement", NAN),
+            "mcnemar_p": (m.get("mcnemar_vs_base") or {}).get("p_value", NAN), "n_images": m["n_images"],
+            "tail_drop_pp": m.get("tail_drop_pp", NAN), "tail_lo": m.get("tail_drop_ci95", [NAN, NAN])[0],
+            "tail_hi": m.get("tail_drop_ci95", [NAN, NAN])[1],
+            **fidelity_columns(m.get("fidelity")),
             "clip_fired": _clip_rate(m.get("clip_counts")),
             "clip_fired_max": max((f for f in m.get("clip_fired") or [] if f is not None), default=float("nan")),
             "provenance": m["provenance"], "method_config": m.get("method_config"),
             "schedule": m["schedule"], "resolved_r": m.get("resolved_r"), "path": str(p),
         })
     return pd.DataFrame(rows)
+
+
+NAN = float("nan")
+FIDELITY_COLUMNS = ["cls_cosine", "cls_angle_deg", "cls_cka", "block_cka_mean", "block_cka_min", "knn1", "knn10",
+                    "retrieval_top1"]
+
+
+def fidelity_columns(f: dict | None) -> dict:
+    """The head-free fidelity of a metrics JSON (`fidelity`, docs/method.md §4) as flat columns; NaN
+    when the run has none (written before it was recorded) or a k was above the subset's size."""
+    f = f or {}
+    blocks = f.get("block_cka") or []
+    knn = f.get("knn_overlap") or {}
+    return {"cls_cosine": f.get("cls_cosine", NAN), "cls_angle_deg": f.get("cls_angle_deg", NAN),
+            "cls_cka": f.get("cls_cka", NAN), "block_cka_mean": sum(blocks) / len(blocks) if blocks else NAN,
+            "block_cka_min": min(blocks, default=NAN), "knn1": knn.get("1", NAN), "knn10": knn.get("10", NAN),
+            "retrieval_top1": f.get("retrieval_top1", NAN)}
 
 
 def _clip_rate(counts: dict | None) -> float:

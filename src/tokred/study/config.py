@@ -21,7 +21,9 @@ def check_config(cfg: dict) -> None:
     (`methods:`, see `tokred.methods.define_methods`) first. Raises ValueError naming the config key."""
     define_methods(cfg.get("methods"))
     check_cross_keys(cfg)
-    if cfg["model"]["source"] == "embedded":
+    if cfg["model"]["source"] == "real":
+        check_real(cfg)
+    elif cfg["model"]["source"] == "embedded":
         from ..data.synthetic import resolve_task
 
         try:
@@ -42,6 +44,27 @@ def check_config(cfg: dict) -> None:
 
             check_ood_paths(d, imagenet_c_corruptions=ood.get("imagenet_c_corruptions"),
                             imagenet_c_severities=tuple(ood.get("severities", (1, 2, 3, 4, 5))))
+
+
+def check_real(cfg: dict) -> None:
+    """The `real` profile (tokred.data.real): the one converted architecture, an input size on its
+    14 px patch grid, and no group that needs labels or a classifier. Raises ValueError naming the key."""
+    from ..data.real import REAL_MODEL
+
+    m, d = cfg["model"], cfg["data"]
+    if m["name"] != REAL_MODEL:
+        raise ValueError(f"config key 'model.name': {m['name']!r}; model.source real supports {REAL_MODEL!r} only "
+                         "(the architecture its weights are converted to)")
+    if d.get("img_size") is not None and d["img_size"] % 14:
+        raise ValueError(f"config key 'data.img_size': {d['img_size']} is not a multiple of the patch size 14 "
+                         "(196 = 14 x 14 patches, DeiT-S's token geometry)")
+    for key, value in (("experiments.ood", cfg["experiments"].get("ood")), ("timing", cfg.get("timing"))):
+        if value:
+            raise ValueError(f"config key '{key}': not supported with model.source real (the OOD tables report "
+                             "top-1, which needs labels and a classifier; timing is not wired for it yet): remove it")
+    if d.get("limit") or d.get("imagenet_val"):
+        raise ValueError(f"config key 'data.{'limit' if d.get('limit') else 'imagenet_val'}': not used with "
+                         "model.source real (its images are data.views views of the wheels' photos): remove it")
 
 
 def _config_key(path) -> str:

@@ -193,9 +193,9 @@ def fidelity_summary(base: dict, red: dict, ks=(1, 5, 10), *, gflops: float | No
         "retrieval_top1": retrieval_top1(base["cls"], red["cls"]),
         "tokens": list(red["tokens"]),
         "base_tokens": list(base["tokens"]),
-        "seconds": float(red["seconds"]),
-        "base_seconds": float(base["seconds"]),
     }
+    if "seconds" in red and "seconds" in base:  # absent for features recorded by `record_cls`
+        out["seconds"], out["base_seconds"] = float(red["seconds"]), float(base["seconds"])
     if gflops is not None:
         out["gflops"] = float(gflops)
     if base_gflops is not None:
@@ -203,3 +203,90 @@ def fidelity_summary(base: dict, red: dict, ks=(1, 5, 10), *, gflops: float | No
         if gflops is not None:
             out["rel_cost"] = float(gflops) / float(base_gflops)
     return out
+
+
+# --- fidelity in the evaluation job ---------------------------------------------------------------
+
+# The baseline's features are stored in half precision; the evaluated run's are rounded the same way
+# before comparing, so an identical model gives exactly cos 1, angle 0, CKA 1 and kNN overlap 1 (the
+# rounding moves a feature by ~5e-4 relative, far below the differences the metrics report).
+FEATURE_DTYPE = torch.float16
+KNN_KS = (1, 5, 10)
+
+
+def fidelity_subset(n: int, cap: int) -> list[int]:
+    """Indices of the images the fidelity metrics use: all `n` when n <= cap, else `cap` evenly spaced
+    ones (`round(linspace(0, n - 1, cap))`, like `data.limit`), so a class-sorted set keeps its spread."""
+    import numpy as np
+
+    if cap < 2:
+        raise ValueError(f"fidelity_subset: cap={cap}, expected >= 2 (CKA and neighbours need two images)")
+    if n <= cap:
+        return list(range(n))
+    return sorted(set(np.round(np.linspace(0, n - 1, cap)).astype(int).tolist()))
+
+
+class CLSRecorder:
+    """Records, while a timm ViT runs over a set in batches, the CLS token (index 0) after every block
+    and after the final norm, for the images at `indices` (positions in the order the batches arrive),
+    and the number of tokens leaving each block.
+
+    Use as a context manager around the loop that calls `model(x)` (forward hooks: a pre-hook on the
+    model counts the images, hooks on `model.blocks` and `model.norm` keep the rows). The CLS after
+    `model.norm` is `forward_features(x)[:, 0]`, the final CLS feature. `features()` returns
+    {"cls": [n, C], "blocks": [L, n, C] (FEATURE_DTYPE, CPU), "tokens": [L] ints} with n = len(indices)
+    seen so far. Raises ValueError for a model without a class token.
+    """
+
+    def __init__(self, model: torch.nn.Module, indices):
+        if getattr(model, "cls_token", None) is None:
+            raise ValueError(f"CLSRecorder needs a class token at index 0; {type(model).__name__} has none")
+        self.model, self.indices = model, torch.as_tensor(sorted(indices), dtype=torch.long)
+        self.blocks = list(model.blocks)
+        self._rows: list[list[torch.Tensor]] = [[] for _ in range(len(self.blocks) + 1)]
+        self.tokens: list[int | None] = [None] * len(self.blocks)
+        self._seen, self._sel, self._handles = 0, None, []
+
+    def _pre(self, _module, args):
+        b = args[0].shape[0]
+        idx = self.indices[(self.indices >= self._seen) & (self.indices < self._seen + b)] - self._seen
+        self._sel, self._seen = idx, self._seen + b
+
+    def _hook(self, i):
+        def fn(_module, _inputs, out):
+            if i < len(self.blocks):
+                self.tokens[i] = int(out.shape[1])
+            if self._sel is not None and len(self._sel):
+                self._rows[i].append(out[self._sel.to(out.device), 0].to("cpu", FEATURE_DTYPE))
+        return fn
+
+    def __enter__(self):
+        self._handles = [self.model.register_forward_pre_hook(self._pre)]
+        self._handles += [b.register_forward_hook(self._hook(i)) for i, b in enumerate(self.blocks)]
+        self._handles.append(self.model.norm.register_forward_hook(self._hook(len(self.blocks))))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        return False
+
+    def features(self) -> dict:
+        cat = [torch.cat(r) if r else torch.empty(0, self.model.num_features, dtype=FEATURE_DTYPE) for r in self._rows]
+        return {"cls": cat[-1], "blocks": torch.stack(cat[:-1]), "tokens": list(self.tokens)}
+
+
+def run_fidelity(base: dict, red: dict, ks=KNN_KS) -> dict:
+    """`fidelity_summary` of a run's recorded features (`CLSRecorder.features`) against the baseline's
+    on the same images, both rounded to FEATURE_DTYPE first. Raises ValueError when they cover
+    different numbers of images or fewer than two."""
+    n = base["cls"].shape[0]
+    if n < 2 or red["cls"].shape[0] != n:
+        raise ValueError(f"run_fidelity: baseline features of {n} images, run features of "
+                         f"{red['cls'].shape[0]}: expected the same images, at least two")
+
+    def rounded(f):
+        return {"cls": f["cls"].to(FEATURE_DTYPE).float(), "blocks": f["blocks"].to(FEATURE_DTYPE).float(),
+                "tokens": f["tokens"]}
+
+    return fidelity_summary(rounded(base), rounded(red), ks)

@@ -121,9 +121,19 @@ def mcnemar(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
     return {"n01": n01, "n10": n10, "statistic": stat, "p_value": p, "exact": False}
 
 
-def summarize(base_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, *, n_boot: int = 2000,
-              seed: int = 0) -> dict:
-    """All per-run metrics of docs/method.md §4 that need only logits (tail Δ: `tail_drop`)."""
+def summarize(base_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor | None, *, n_boot: int = 2000,
+              seed: int = 0, head: bool = True) -> dict:
+    """All per-run metrics of docs/method.md §4 that need only logits (tail Δ: `tail_drop`).
+
+    Without labels (`labels` None: an eval set of unlabelled images) the accuracy metrics (top1, its
+    interval, drop, margin, McNemar) are absent, not zero; without a classifier (`head` False: the
+    "logits" are features) KL and agreement are absent too, leaving `n_images`; the head-free
+    fidelity metrics (`tokred.study.fidelity`) then carry the comparison (labels are unused then)."""
+    if labels is None or not head:
+        out = {"n_images": int(logits.shape[0])}
+        if head:
+            out.update(kl=kl_divergence(base_logits, logits), agreement=agreement(base_logits, logits))
+        return out
     cb, cm = correct(base_logits, labels), correct(logits, labels)
     drop, drop_se = paired_drop(cb, cm)
     lo, hi = bootstrap_ci(cm, n_boot=n_boot, seed=seed)

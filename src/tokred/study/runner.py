@@ -21,7 +21,11 @@ def build_model(cfg: dict, weights_path: str) -> torch.nn.Module:
 
     define_methods(cfg.get("methods"))
     m = cfg["model"]
-    if m["source"] == "embedded":
+    if m["source"] == "real":
+        from ..data.real import IMG_SIZE, load_real_model
+
+        model = load_real_model(weights_path, cfg["data"].get("img_size") or IMG_SIZE)
+    elif m["source"] == "embedded":
         from ..models import create_embedded_model
         from ..data.weights import check_weights_file
 
