@@ -24,6 +24,8 @@ FIDELITY_OUTPUTS = ([p for g in FIDELITY_GROUPS for p in table(f"fidelity_{g}")]
                     + [f"{R}/tables/fidelity_macros.tex"])
 if REAL:
     REPORT_OUTPUTS = FIDELITY_OUTPUTS + figure("merges")
+else:  # labelled profiles show the same head-free fidelity beside Top-1 (an appendix of paper/main.tex)
+    REPORT_OUTPUTS = REPORT_OUTPUTS + FIDELITY_OUTPUTS
 
 
 rule report_fidelity:
@@ -43,6 +45,7 @@ rule report_fidelity:
         code=code("report_fidelity.py"),
         groups=FIDELITY_GROUPS,
         pairs=PAIRS,
+        real=REAL,
     script:
         "../workflow/scripts/report_fidelity.py"
 

@@ -14,5 +14,7 @@ with logged(sm.log[0]):
     k = 2 * len(sm.params.groups)
     fidelity.block_figure(df, out[k], out[k + 1])
     base = json.loads(open(sm.input.metrics[0]).read())
-    setup = fidelity.real_setup(sm.input.weights, load_eval_set(sm.input.eval_set), base)
+    # the setup facts (weights' source, photos, views) exist only for the real profile's photo set
+    setup = (fidelity.real_setup(sm.input.weights, load_eval_set(sm.input.eval_set), base) if sm.params.real
+             else {"fidimages": str(base["fidelity"]["n_images"])})
     fidelity.write_fidelity_macros(df, out[k + 2], setup)

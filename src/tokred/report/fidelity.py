@@ -60,7 +60,7 @@ def fidelity_table(df: pd.DataFrame, group: str, csv_path: str, tex_path: str) -
     difference to the partner run (Δcos, ΔCKA, ΔkNN@10) where there is one. CSV and a LaTeX tabular."""
     t = df[df.group.isin(["baseline", group] if group == "reproduce" else [group])].copy()
     order = {"reproduce": ["group", "r"], "early": ["layers", "r", "method"], "full": ["keep_shape"],
-             "ablations": ["run"]}[group]
+             "ablations": ["run"]}.get(group, ["run"])
     t = t.sort_values(order, na_position="first", key=lambda c: c.map(str) if c.name != "r" else c)
     with io.atomic_path(csv_path) as tmp:
         t[TABLE_COLUMNS].to_csv(tmp, index=False, float_format="%.6g")
