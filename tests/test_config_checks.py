@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cfgutil import with_key
 
 from tokred.study import config as preflight
 
@@ -15,13 +16,7 @@ MICRO = yaml.safe_load((ROOT / "config" / "micro.yaml").read_text())
 
 
 def _with(path: str, value):
-    cfg = copy.deepcopy(MICRO)
-    node = cfg
-    *parents, leaf = path.split(".")
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[leaf] = value
-    return cfg
+    return with_key(MICRO, path, value)
 
 
 @pytest.mark.parametrize("key, value, words", [

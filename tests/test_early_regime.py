@@ -1,11 +1,10 @@
 """The early regime and the selector/schedule split (docs/method.md §3.4, §5): the notes' keep shape, the run
 expansion of the new groups, their pre-flight errors, and the tables built from real runs of a tiny model."""
-import copy
-import json
 from pathlib import Path
 
 import pytest
 import yaml
+from cfgutil import with_key
 
 from tokred.schedule import approx_block_flops, keep_shape_ratios, resolve
 from tokred.study import config as preflight
@@ -90,14 +89,7 @@ def test_full_grids_run_every_early_regime_run():
         assert len(preflight.selector_pairs(runs)) == 5
 
 
-def _with(cfg: dict, path: str, value) -> dict:
-    cfg = copy.deepcopy(cfg)
-    node = cfg
-    *parents, leaf = path.split(".")
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[leaf] = value
-    return cfg
+_with = with_key
 
 
 @pytest.mark.parametrize("key, value, words", [

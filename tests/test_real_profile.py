@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cfgutil import with_key
 
 from tokred.study import config as preflight
 
@@ -18,13 +19,7 @@ SCHEMA = ROOT / "config" / "schema.yaml"
 
 
 def _with(path: str, value):
-    cfg = copy.deepcopy(REAL)
-    node = cfg
-    *parents, leaf = path.split(".")
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[leaf] = value
-    return cfg
+    return with_key(REAL, path, value)
 
 
 def test_the_profile_passes_the_schema_and_the_preflight():
