@@ -6,16 +6,10 @@ FINDINGS = f"{R}/tables/findings.tex"
 PAPER_INPUTS = REPORT_OUTPUTS + OOD_OUTPUTS + TIMING_OUTPUTS + ([] if REAL else [FINDINGS])  # real: paper/real.tex
 
 
-def _csv(name, present):
-    return {name: table(name)[0]} if present else {}
-
-
 # The paper's findings in words (tokred.report.findings), from the tables' CSVs.
 rule report_findings:
     input:
-        **_csv("reproduce", True),
-        **_csv("early", "early" in GROUPS),
-        **_csv("full", "full" in GROUPS),
+        **{name: table(name)[0] for name in ["reproduce"] + [g for g in ("early", "full") if g in GROUPS]},
     output:
         FINDINGS,
     conda:

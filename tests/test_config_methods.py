@@ -54,6 +54,8 @@ def test_a_defined_method_runs_in_the_early_group(tmp_path):
     cfg["results_dir"] = str(tmp_path / "results")
     cfg["methods"] = {"ours_v": {"base": "ours", "q": 0.4, "space": "v"}}
     cfg["experiments"]["early"]["methods"] = ["tome", "ours_v"]
+    for key in ("method_layers", "headline"):  # they name hquota_ff, which this early group drops
+        cfg["experiments"]["early"].pop(key, None)
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     layers, r = cfg["experiments"]["early"]["layers"][0], cfg["experiments"]["early"]["r"][0]

@@ -28,7 +28,7 @@ def test_settled_layer_sets_are_named_with_the_block_they_start_at():
                 ("L2", 13, "ours_size_norm", 0.0, 0.0, 0.0, 1.0, 1e-7, 5e-5)])
     assert findings.early_settled(e) == ["L1", "L2"]
     s = findings.early_findings(e)
-    assert "Reduction confined to L1, L2" in s and "before block 1, block 2" in s
+    assert "Reduction confined to L1, L2" in s and "before blocks 1 and 2" in s
     # the conclusion only counts the settings that can separate the methods
     assert "over the 1 informative settings" in findings.conclusion(e, None)
 
@@ -36,8 +36,10 @@ def test_settled_layer_sets_are_named_with_the_block_they_start_at():
 def test_holm_adjusted_p_decides_significance_when_present():
     e = _early([("L0", 13, "ours_size_norm", -1.0, -1.8, -0.2, 0.03, 0.01, 0.02)])
     assert "significantly worse in 1" in findings.early_findings(e)
+    assert "$p=0.03$" in findings.early_findings(e)
     e["p_vs_tome_holm"] = 0.09
     assert "significantly worse in 0" in findings.early_findings(e)
+    assert r"$p_\mathrm{Holm}=0.09$" in findings.early_findings(e)
 
 
 def test_full_and_conclusion_name_the_best_schedule_and_its_sign():
@@ -53,6 +55,10 @@ def test_full_and_conclusion_name_the_best_schedule_and_its_sign():
 
 def test_reproduce_says_whether_the_drop_rises_with_r():
     rep = pd.DataFrame({"group": ["baseline", "reproduce", "reproduce"], "r": [None, 4, 13],
-                        "drop_pp": [0.0, 0.5, 0.3], "drop_se_pp": [0.0, 0.1, 0.1], "mcnemar_p": [1.0, 0.001, 0.2]})
+                        "drop_pp": [0.0, 0.5, 0.3], "drop_se_pp": [0.0, 0.1, 0.1], "mcnemar_p": [1.0, 0.001, 0.02]})
     s = findings.reproduce_findings(rep)
-    assert "does not rise monotonically" in s and "$r\\in\\{4\\}$" in s
+    assert "does not rise monotonically" in s and "$r\\in\\{4, 13\\}$" in s
+    # the same set the table stars: Holm-adjusted where the table carries it
+    rep["p_holm"] = [None, 0.002, 0.06]
+    s = findings.reproduce_findings(rep)
+    assert "after Holm's correction separates ToMe from the unreduced model at $r\\in\\{4\\}$" in s

@@ -262,7 +262,8 @@ def test_changing_one_r_reruns_only_that_run(micro):
     # the r-sweep figure, the overview (Pareto, macros) and the GFLOPs-vs-latency study read every
     # run; nothing else reruns
     assert job_counts(out) == {"evaluate": 1, "report_reproduce": 1, "report_figures_early": 1,
-                               "report_overview": 1, "time_runs": 1, "report_systems": 1, "paper": 1, "all": 1}
+                               "report_overview": 1, "time_runs": 1, "report_systems": 1, "report_fidelity": 1,
+                               "report_findings": 1, "paper": 1, "all": 1}
     assert "tome_r17" in out
 
 

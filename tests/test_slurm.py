@@ -31,6 +31,7 @@ def _config(path: Path, results: Path) -> Path:
     cfg.pop("timing", None)
     cfg["experiments"]["reproduce"]["r"] = [4, 13]  # 13: the full-layer schedules match ToMe r=13
     cfg["experiments"]["full"]["keep_shapes"] = ["uniform"]
+    cfg["experiments"]["full"].pop("tome_keep_shapes", None)  # names shapes this run does not solve
     cfg["train"]["steps"] = 4  # weights only need to be the same in both runs
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -34,12 +34,16 @@ def _p(p: float) -> str:
     return rf"{mant}\times10^{{{int(exp)}}}"
 
 
-def _sig_p(row, p_col: str) -> float:
-    """The p-value the table's stars use: Holm-adjusted when the table has it."""
+def _holm_col(row, p_col: str) -> str | None:
     for c in (f"{p_col}_holm", "p_holm"):
         if c in row.index and row[c] == row[c]:
-            return float(row[c])
-    return float(row[p_col])
+            return c
+    return None
+
+
+def _sig_p(row, p_col: str) -> float:
+    """The p-value the table's stars use: Holm-adjusted when the table has it."""
+    return float(row[_holm_col(row, p_col) or p_col])
 
 
 def _delta(row, d_col: str, p_col: str, lo_col: str | None = None, hi_col: str | None = None) -> str:
@@ -48,7 +52,8 @@ def _delta(row, d_col: str, p_col: str, lo_col: str | None = None, hi_col: str |
     if lo_col in row.index and hi_col in row.index and row[lo_col] == row[lo_col]:
         ci = f" [{row[lo_col]:+.2f}, {row[hi_col]:+.2f}]"
     p = _sig_p(row, p_col)
-    return rf"{row[d_col]:+.2f}\,pp{ci}, $p={_p(p)}$"
+    name = r"p_\mathrm{Holm}" if _holm_col(row, p_col) else "p"
+    return rf"{row[d_col]:+.2f}\,pp{ci}, ${name}={_p(p)}$"
 
 
 def _verdict_counts(t: pd.DataFrame, d_col: str, p_col: str) -> tuple[int, int, int]:
@@ -76,11 +81,12 @@ def reproduce_findings(rep: pd.DataFrame) -> str:
     mono = all(b >= a for a, b in zip(drops, drops[1:]))
     trend = ("is the same at every $r$." if max(drops) - min(drops) < 1e-9 else
              "rises monotonically with $r$." if mono else "does not rise monotonically with $r$.")
-    sig = [int(r.r) for r in t.itertuples() if r.mcnemar_p < ALPHA]
+    sig = [int(row.r) for _, row in t.iterrows() if _sig_p(row, "mcnemar_p") < ALPHA]
+    holm = " after Holm's correction" if any(_holm_col(row, "mcnemar_p") for _, row in t.iterrows()) else ""
     s = (f"ToMe's Top-1 drop against the unreduced model (95\\% intervals) is {'; '.join(parts)}; it "
          + trend
-         + (f" McNemar's test separates ToMe from the unreduced model at $r\\in\\{{{', '.join(map(str, sig))}\\}}$."
-            if sig else " McNemar's test separates ToMe from the unreduced model at no $r$."))
+         + (f" McNemar's test{holm} separates ToMe from the unreduced model at $r\\in\\{{{', '.join(map(str, sig))}\\}}$."
+            if sig else f" McNemar's test{holm} separates ToMe from the unreduced model at no $r$."))
     return s
 
 
@@ -128,7 +134,9 @@ def _settled_reason(settled: list[str]) -> str:
     late = [s for s in settled if _first_block(s) > 0]
     if not late:
         return "reduction there does not change this model's predictions"
-    return ("the model settles its answer before " + ", ".join(f"block {_first_block(s)}" for s in late)
+    blocks = [str(_first_block(s)) for s in late]
+    where = f"block {blocks[0]}" if len(blocks) == 1 else f"blocks {', '.join(blocks[:-1])} and {blocks[-1]}"
+    return (f"the model settles its answer before {where}"
             + (" (and reduction from block 0 changes nothing either)" if len(late) < len(settled) else ""))
 
 
@@ -157,6 +165,7 @@ def conclusion(early: pd.DataFrame | None, full: pd.DataFrame | None) -> str:
         if live.empty:
             s.append("(i) No early-layer setting of this run changes the predictions measurably, so it cannot say "
                      "which method loses less at equal $r$ in early blocks.")
+        answers = []
         for method, g in live.groupby("method", sort=False):
             w, l_, n = _verdict_counts(g, "delta", "p_vs_tome")
             mean = g.delta.mean()
@@ -166,8 +175,10 @@ def conclusion(early: pd.DataFrame | None, full: pd.DataFrame | None) -> str:
                 ans = f"{_m(method)} loses less than ToMe"
             else:
                 ans = f"neither ToMe nor {_m(method)} loses reliably less"
-            s.append(f"(i) At equal $r$ in early blocks, {ans} on this run: {w} significant gains, {l_} significant "
-                     f"losses, {n} ties, mean $\\Delta={mean:+.2f}$\\,pp over the {len(g)} informative settings.")
+            answers.append(f"{ans} ({w} significant gains, {l_} significant losses, {n} ties; mean "
+                           f"$\\Delta={mean:+.2f}$\\,pp over the {len(g)} informative settings)")
+        if answers:
+            s.append(f"(i) At equal $r$ in early blocks, on this run {'; '.join(answers)}.")
     if full is not None and not full.empty:
         ours = full[full.tome_run.notna()] if "tome_run" in full else full
         if not ours.empty:
