@@ -26,12 +26,13 @@ TIMEOUT = 1500  # s, each snakemake run; a hang (e.g. a status check that never 
 def _config(path: Path, results: Path) -> Path:
     cfg = yaml.safe_load((ROOT / "config" / "micro.yaml").read_text())
     cfg["results_dir"] = str(results)
-    for group in ("early", "ablations", "ood"):
+    for group in ("early", "ablations", "ablations_early", "ood"):
         cfg["experiments"].pop(group, None)
     cfg.pop("timing", None)
     cfg["experiments"]["reproduce"]["r"] = [4, 13]  # 13: the full-layer schedules match ToMe r=13
     cfg["experiments"]["full"]["keep_shapes"] = ["uniform"]
-    cfg["experiments"]["full"].pop("tome_keep_shapes", None)  # names shapes this run does not solve
+    for key in ("tome_keep_shapes", "constant_r"):  # the selector/schedule split: not this test's subject
+        cfg["experiments"]["full"].pop(key, None)
     cfg["train"]["steps"] = 4  # weights only need to be the same in both runs
     path.write_text(yaml.safe_dump(cfg))
     return path
