@@ -12,7 +12,8 @@ import math
 
 import pandas as pd
 
-from .tables import method_name, tex_escape
+from ..schedule import parse_layers
+from .tables import _p_tex, method_name, tex_escape
 
 ALPHA = 0.05
 # Below this KL(B||M) a run's logits are the unreduced model's for every practical purpose: reduction
@@ -26,12 +27,7 @@ def _m(method: str) -> str:
 
 
 def _p(p: float) -> str:
-    if p != p:
-        return "n/a"
-    if p >= 1e-3 or p == 0:
-        return f"{p:.2g}"
-    mant, exp = f"{p:.1e}".split("e")
-    return rf"{mant}\times10^{{{int(exp)}}}"
+    return "n/a" if p != p else _p_tex(p)
 
 
 def _holm_col(row, p_col: str) -> str | None:
@@ -125,9 +121,9 @@ def early_findings(early: pd.DataFrame) -> str:
 
 
 def _first_block(layers: str) -> int:
-    """First block of a layer set name (L0, L1, L0-2, ...); -1 when it names none."""
-    digits = str(layers).lstrip("L").split("-")[0]
-    return int(digits) if digits.isdigit() else -1
+    """First block of a layer set name (L0, L1, L0-2, ...; tokred.schedule.parse_layers)."""
+    # the table's names were checked against the model's depth in the pre-flight; any bound will do here
+    return parse_layers(layers, 10**6)[0]
 
 
 def _settled_reason(settled: list[str]) -> str:
