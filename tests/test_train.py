@@ -84,3 +84,31 @@ def test_bad_arguments_raise():
         train.resolve_curriculum({"easy_satrt": 1.0}, TASK)
     with pytest.raises(ValueError, match="steps"):
         train.train_model(tiny_model(), TASK, **{**KW, "steps": 0}, seed=0, progress=False, log=None)
+
+
+@pytest.mark.parametrize("pool", ["avg", "map"])
+def test_global_pool_reaches_the_checkpoint_and_the_evaluated_model(tmp_path, pool):
+    """`model.global_pool` is trained with, stored in the checkpoint and rebuilt by the evaluation jobs;
+    the patched read-out stays exact at r=0 and is changed (not ignored) by merging."""
+    import tokred
+    from tokred.study.runner import build_model
+
+    cfg = {"seed": 0, "task": {"name": "count_disks", **TASK},
+           "model": {"source": "embedded", "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2,
+                     "global_pool": pool},
+           "train": {**KW, "curriculum": None}}
+    out = tmp_path / "model.pt"
+    train.train_embedded(cfg, str(out))
+    ckpt = torch.load(out, weights_only=False)
+    assert ckpt["model"]["global_pool"] == pool
+    model = build_model(cfg, str(out))
+    assert model.global_pool == pool and model.cls_token is not None
+    x, _ = synthetic.make_images(TASK, 4, seed=9)
+    from tokred.models import EMBEDDED_MEAN, EMBEDDED_STD, normalize
+    xn = normalize(x, EMBEDDED_MEAN, EMBEDDED_STD)
+    with torch.no_grad():
+        base = model(xn)
+        tokred.patch(model, "tome", r=0)
+        assert torch.allclose(model(xn), base, atol=1e-6)
+        tokred.patch(model, "tome", r=6)
+        assert not torch.allclose(model(xn), base, atol=1e-6)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import torch
 
-EMBEDDED_DEFAULTS = dict(img_size=112, patch_size=8, embed_dim=96, depth=12, num_heads=6)
+# global_pool: how the head reads the final tokens (timm's names): "token" (the CLS token) or "avg"
+# (mean of the patch tokens; size-weighted once merged, see tokred.patch).
+EMBEDDED_DEFAULTS = dict(img_size=112, patch_size=8, embed_dim=96, depth=12, num_heads=6, global_pool="token")
 # Inputs are stored as uint8; the embedded model sees them scaled to [-1, 1].
 EMBEDDED_MEAN = (0.5, 0.5, 0.5)
 EMBEDDED_STD = (0.5, 0.5, 0.5)
@@ -16,8 +18,8 @@ EMBEDDED_STD = (0.5, 0.5, 0.5)
 def create_embedded_model(num_classes: int, **overrides) -> torch.nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
-    kw = {**EMBEDDED_DEFAULTS, **overrides}
-    return VisionTransformer(num_classes=num_classes, class_token=True, global_pool="token", **kw)
+    kw = {**EMBEDDED_DEFAULTS, "class_token": True, **overrides}
+    return VisionTransformer(num_classes=num_classes, **kw)
 
 
 def normalize(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:

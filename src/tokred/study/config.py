@@ -348,6 +348,62 @@ def expand_runs(cfg: dict) -> dict[tuple[str, str], dict]:
     return runs
 
 
+def replicate_pairs(cfg: dict, runs: dict) -> dict[str, str]:
+    """experiments.replicate: every listed run of the main model ("<group>/<run>") -> the run it is compared
+    with ("baseline/base" for a ToMe run or one without a partner, else its partner from `comparisons`, which
+    must be listed too). Empty without the key. Raises ValueError naming the key (unknown run, partner
+    not listed, a profile that does not train its model)."""
+    rep = cfg["experiments"].get("replicate")
+    if not rep:
+        return {}
+    key = "experiments.replicate"
+    if cfg["model"]["source"] != "embedded":
+        raise ValueError(f"config key '{key}': only the embedded profile trains its model (model.source is "
+                         f"{cfg['model']['source']!r}); remove the key")
+    if cfg["seed"] in rep["train_seeds"]:
+        raise ValueError(f"config key '{key}.train_seeds': {cfg['seed']} is the main model's seed (`seed`); "
+                         "list the other models' seeds only")
+    partners = comparisons(runs)
+    names = [item.split("/", 1)[1] for item in rep["runs"]]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"config key '{key}.runs': run name(s) {twice} listed from two groups; a replicate "
+                         "model holds one run per name")
+    out = {}
+    for item in rep["runs"]:
+        group, name = item.split("/", 1)
+        if (group, name) not in runs or group == "baseline":
+            known = sorted(f"{g}/{r}" for (g, r) in runs if g != "baseline")
+            raise ValueError(f"config key '{key}.runs': {item!r} is not a run of this config; runs: {known}")
+        spec = runs[(group, name)]
+        other = partners.get(name) if spec["method"] != "tome" or group == "full" else None
+        if other is None:
+            out[item] = "baseline/base"
+            continue
+        other_group = next(g for (g, r) in runs if r == other and g in (group, "early", "reproduce"))
+        out[item] = f"{other_group}/{other}"
+        if out[item] not in rep["runs"]:
+            raise ValueError(f"config key '{key}.runs': {item!r} is compared with {out[item]!r}, which is not "
+                             "listed; add it")
+    return out
+
+
+def replicate_runs(cfg: dict, runs: dict) -> dict[tuple[str, str], dict]:
+    """The replicate models' evaluation jobs (experiments.replicate): for every training seed s, group
+    `seed<s>` holds its baseline `base` and a copy of every listed run of the main model, each with
+    `train_seed: s` (the weights it runs). FLOPs-matched runs reuse the main model's schedule file: GFLOPs
+    depend on the architecture and the token counts, not on the weights."""
+    pairs = replicate_pairs(cfg, runs)
+    out = {}
+    for s in (cfg["experiments"].get("replicate") or {}).get("train_seeds", []):
+        group = f"seed{s}"
+        out[(group, "base")] = {"name": "base", "group": group, "method": None, "train_seed": s}
+        for item in pairs:
+            g, name = item.split("/", 1)
+            out[(group, name)] = {**runs[(g, name)], "group": group, "train_seed": s, "main_group": g}
+    return out
+
+
 def schedule_name(method: str, match: dict) -> str:
     """File stem of a FLOPs-matched schedule (solved once, shared by every job that uses it)."""
     return f"{method}-{match['keep_shape']}-tome_r{match['tome_r']}"
