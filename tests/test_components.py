@@ -201,7 +201,7 @@ def test_kv_only_r0_is_the_unpatched_model():
 def test_ablations_compare_with_the_groups_reference_run():
     from tokred.study.config import comparisons, expand_runs
 
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "config" / "embedded_full.yaml").read_text())
     pairs = comparisons(expand_runs(cfg))
     variants = cfg["experiments"]["ablations"]["variants"]
     assert {"size_off", "merge_uniform", "kv_only", "temp_2", "clip_1.0"} <= set(variants)
@@ -264,7 +264,7 @@ def test_ablation_table_reports_delta_vs_reference_gflops_clip_and_whether_compo
 
 # ----------------------------------------------------------------------------------------- the DAG
 def test_dry_run_lists_the_new_ablation_runs(tmp_path):
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "config" / "embedded_full.yaml").read_text())
     cfg["results_dir"] = str(tmp_path / "results")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     p = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(tmp_path / "c.yaml")],

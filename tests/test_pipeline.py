@@ -279,11 +279,13 @@ def test_dry_run_embedded_default_is_fast_and_complete(tmp_path):
     _, out = snakemake("--configfile", str(cfg), "-n")
     counts = job_counts(out)
     assert counts["train_embedded"] == 1 and counts["paper"] == 1
-    # baseline + 5 ToMe r + early 2 methods x 4 layer sets x 2 r + hquota_ff in L0-2 x 2 r + 4 full keep shapes
-    # + ToMe under 2 of them + ours at constant r + 11 ablations + reference + 3 early ablations + reference
-    assert counts["evaluate"] == 1 + 5 + 16 + 2 + 4 + 2 + 1 + 12 + 4
-    # OOD: clean + 3 corruptions x 3 severities, one job each; matched schedules solved once each
-    assert counts["evaluate_ood"] == 10 and counts["solve_schedule"] == 4
+    # baseline + 4 ToMe r + early 2 methods x 4 layer sets at r=13 + hquota_ff in L0-2 + 2 full keep shapes
+    # + ToMe under one of them + ours at constant r + 4 ablations + reference + 2 early ablations + reference
+    # + 2 more trained models x (their baseline + 7 repeated runs)
+    assert counts["evaluate"] == 1 + 4 + 8 + 1 + 2 + 1 + 1 + 5 + 3 + 2 * 8
+    assert counts["train_replicate"] == 2 and counts["report_replication"] == 1
+    # OOD: clean + 2 corruptions x 2 severities, one job each; matched schedules solved once each
+    assert counts["evaluate_ood"] == 5 and counts["solve_schedule"] == 2
     assert counts["report_headline"] == 1 and counts["report_schedules"] == 1
     assert all(counts[r] == 1 for r in ("time_latency", "time_runs", "time_tokens", "report_systems"))
 
@@ -295,8 +297,9 @@ def test_full_grid_extends_the_default(tmp_path):
         assert default[key] == full[key], key
     cfg = write_config(tmp_path / "full.yaml", "embedded_full.yaml", results_dir=str(tmp_path / "results"))
     counts = job_counts(snakemake("--configfile", str(cfg), "-n")[1])
-    # + hquota_ff 4 layer sets x 5 r, a 4th keep shape, ToMe under all 4, ours at constant r, 8 early ablations
-    assert counts["evaluate"] == 1 + 5 + 40 + 20 + 4 + 4 + 1 + 28 + 8 and counts["evaluate_ood"] == 16
+    # + hquota_ff 4 layer sets x 5 r, a 4th keep shape, ToMe under all 4, ours at constant r, 8 early ablations,
+    # the default's 2 more trained models x 8 runs
+    assert counts["evaluate"] == 1 + 5 + 40 + 20 + 4 + 4 + 1 + 28 + 8 + 16 and counts["evaluate_ood"] == 16
 
 
 @pytest.mark.parametrize("override, needle", [
