@@ -9,7 +9,8 @@ PAPER_INPUTS = REPORT_OUTPUTS + OOD_OUTPUTS + TIMING_OUTPUTS + ([] if REAL else 
 # The paper's findings in words (tokred.report.findings), from the tables' CSVs.
 rule report_findings:
     input:
-        **{name: table(name)[0] for name in ["reproduce"] + [g for g in ("early", "full") if g in GROUPS]},
+        **{name: table(name)[0] for name in ["reproduce"] + [g for g in ("early", "full") if g in GROUPS]
+           + (["replication"] if REPLICATE else [])},
     output:
         FINDINGS,
     conda:

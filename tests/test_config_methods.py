@@ -56,6 +56,7 @@ def test_a_defined_method_runs_in_the_early_group(tmp_path):
     cfg["experiments"]["early"]["methods"] = ["tome", "ours_v"]
     for key in ("method_layers", "headline"):  # they name hquota_ff, which this early group drops
         cfg["experiments"]["early"].pop(key, None)
+    cfg["experiments"].pop("replicate")  # it names early runs of ours_size_norm
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     layers, r = cfg["experiments"]["early"]["layers"][0], cfg["experiments"]["early"]["r"][0]

@@ -97,3 +97,15 @@ def test_across_models_interval_is_students_t():
     mean, lo, hi = across_models([1.0, 2.0, 3.0])
     assert mean == 2.0 and hi - mean == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-6)
     assert math.isnan(across_models([1.0])[1])
+
+
+def test_the_conclusion_names_what_holds_and_what_does_not():
+    from tokred.report.findings import replication_conclusion
+
+    rep = pd.DataFrame({"comparison": ["reproduce/tome_r13", "early/ours_size_norm_L0-2_r13"],
+                        "vs": ["baseline/base", "early/tome_L0-2_r13"], "n_models": [3, 3], "holds": [True, False]})
+    s = replication_conclusion(rep)
+    assert s.startswith("Across the 3 trained models, 1 of the 2 repeated comparisons hold on every model "
+                        r"(tome\_r13 vs the baseline)")
+    assert r"ours\_size\_norm\_L0-2\_r13 vs tome\_L0-2\_r13 does not" in s
+    assert "do not" not in replication_conclusion(rep.assign(holds=[True, True]))

@@ -189,17 +189,35 @@ def conclusion(early: pd.DataFrame | None, full: pd.DataFrame | None) -> str:
     return " ".join(s)
 
 
+def replication_conclusion(rep: pd.DataFrame) -> str:
+    """Which repeated comparisons hold on every trained model (`tokred.report.replication`'s CSV)."""
+    def names(t):
+        return ", ".join(f"{tex_escape(c.split('/', 1)[1])} vs "
+                         f"{'the baseline' if v == 'baseline/base' else tex_escape(v.split('/', 1)[1])}"
+                         for c, v in zip(t.comparison, t.vs))
+
+    held, other = rep[rep.holds.astype(bool)], rep[~rep.holds.astype(bool)]
+    s = (f"Across the {int(rep.n_models.iloc[0])} trained models, {len(held)} of the {len(rep)} repeated "
+         f"comparisons hold on every model" + (f" ({names(held)})" if len(held) else ""))
+    if len(other):
+        s += (f"; {names(other)} do{'es' if len(other) == 1 else ''} not, so the main model's result there is not a "
+              "finding of this benchmark")
+    return s + "."
+
+
 def write_findings(path: str, *, reproduce: pd.DataFrame, early: pd.DataFrame | None = None,
-                   full: pd.DataFrame | None = None) -> None:
+                   full: pd.DataFrame | None = None, replication: pd.DataFrame | None = None) -> None:
     """generated/findings.tex: \\FindingsReproduce, \\FindingsEarly, \\FindingsFull,
-    \\Conclusion and \\LimitationsData (empty where a group did not run)."""
+    \\Conclusion and \\LimitationsData (empty where a group did not run). With `replication` (more
+    trained models) the conclusion ends with what holds on every model."""
     from .. import io
 
     macros = {
         "FindingsReproduce": reproduce_findings(reproduce),
         "FindingsEarly": early_findings(early) if early is not None else "",
         "FindingsFull": full_findings(full) if full is not None else "",
-        "Conclusion": conclusion(early, full),
+        "Conclusion": " ".join(x for x in (conclusion(early, full), replication_conclusion(replication)
+                                           if replication is not None and not replication.empty else "") if x),
         "LimitationsData": (f"On this run, reduction confined to {', '.join(early_settled(early))} does not change "
                             "the predictions measurably (KL below the floor above): the study's early-layer "
                             "claims about those blocks are untested here."
