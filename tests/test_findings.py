@@ -51,6 +51,9 @@ def test_full_and_conclusion_name_the_best_schedule_and_its_sign():
     assert "0 shape(s) beat ToMe significantly, 2 lose significantly" in s
     assert "the best is ours\\_size\\_norm\\_late (96.50\\%)" in s
     assert "stays below ToMe significantly" in findings.conclusion(None, f)
+    # ToMe under ours' keep ratios (the selector split) is never "the best schedule" of ours, even when higher
+    t = pd.concat([f, f.iloc[[0]].assign(run="tome_uniform", method="tome", top1=99.0, delta_vs_tome=0.0)])
+    assert "the best schedule is ours\\_size\\_norm\\_late" in findings.conclusion(None, t)
 
 
 def test_reproduce_says_whether_the_drop_rises_with_r():

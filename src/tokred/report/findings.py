@@ -171,12 +171,14 @@ def conclusion(early: pd.DataFrame | None, full: pd.DataFrame | None) -> str:
                 ans = f"{_m(method)} loses less than ToMe"
             else:
                 ans = f"neither ToMe nor {_m(method)} loses reliably less"
-            answers.append(f"{ans} ({w} significant gains, {l_} significant losses, {n} ties; mean "
+            answers.append(f"{ans} ({w} significant gains, {l_} significant losses, {n} tie{'' if n == 1 else 's'}; mean "
                            f"$\\Delta={mean:+.2f}$\\,pp over the {len(g)} informative settings)")
         if answers:
             s.append(f"(i) At equal $r$ in early blocks, on this run {'; '.join(answers)}.")
     if full is not None and not full.empty:
-        ours = full[full.tome_run.notna()] if "tome_run" in full else full
+        # ours' schedules only: ToMe under ours' keep ratios (the selector split) is not a schedule of ours
+        ours = full[full.method != "tome"] if "method" in full else full
+        ours = ours[ours.tome_run.notna()] if "tome_run" in ours else ours
         if not ours.empty:
             best = ours.loc[ours.top1.idxmax()]
             p = _sig_p(best, "p_vs_tome")
