@@ -26,7 +26,7 @@ if EMBEDDED:
         log:
             f"{R}/logs/train_seed{{train_seed}}.log",
         benchmark:
-            bench("train_seed{train_seed}")
+            bench("train_replicate/seed{train_seed}")
         params:
             code=code("train_embedded.py"),
             cfg=lambda wc: {**{k: config[k] for k in ("model", "task", "train")}, "seed": int(wc.train_seed)},
