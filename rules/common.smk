@@ -40,6 +40,18 @@ def seed_weights(seed):
     return f"{R}/weights/model_seed{seed}.pt"
 
 
+# The listed comparisons on every trained model (tokred.report.replication): each model's runs by "group/run".
+REPLICATE_ITEMS = sorted(set(REPLICATE) | set(REPLICATE.values()))
+
+
+def replicate_model(seed=None):
+    """{label, runs: "group/run" -> metrics path} of the main model (seed None) or a replicate model."""
+    if seed is None:
+        return {"label": f"seed {config['seed']}", "runs": {i: run_output(*i.split("/", 1)) for i in REPLICATE_ITEMS}}
+    return {"label": f"seed {seed}",
+            "runs": {i: run_output(f"seed{seed}", i.split("/", 1)[1]) for i in REPLICATE_ITEMS}}
+
+
 def code(script):
     """A rule's `code` param: the hash of its script and of every library module the script can import, so
     that editing `src/tokred` reruns exactly the jobs whose code changed (Snakemake's own code trigger

@@ -105,18 +105,7 @@ rule report_headline:
         "../workflow/scripts/report_headline.py"
 
 
-# The listed comparisons on every trained model (experiments.replicate; tokred.report.replication).
-REPLICATE_ITEMS = sorted(set(REPLICATE) | set(REPLICATE.values()))
-
-
-def replicate_model(seed=None):
-    """{label, runs: "group/run" -> metrics path} of the main model (seed None) or a replicate model."""
-    if seed is None:
-        return {"label": f"seed {config['seed']}", "runs": {i: run_output(*i.split("/", 1)) for i in REPLICATE_ITEMS}}
-    return {"label": f"seed {seed}",
-            "runs": {i: run_output(f"seed{seed}", i.split("/", 1)[1]) for i in REPLICATE_ITEMS}}
-
-
+# The listed comparisons on every trained model (experiments.replicate; replicate_model in common.smk).
 REPLICATE_MODELS = ([replicate_model()] + [replicate_model(s) for s in config["experiments"]["replicate"]["train_seeds"]]
                     if REPLICATE else [])
 REPLICATE_OUTPUTS = table("replication") + [f"{R}/tables/replication_macros.tex"] if REPLICATE else []

@@ -34,6 +34,8 @@ def _config(path: Path, results: Path) -> Path:
     for key in ("tome_keep_shapes", "constant_r"):  # the selector/schedule split: not this test's subject
         cfg["experiments"]["full"].pop(key, None)
     cfg["train"]["steps"] = 4  # weights only need to be the same in both runs
+    # a second trained model, as a cluster job too, on the runs this reduced DAG keeps
+    cfg["experiments"]["replicate"]["runs"] = ["reproduce/tome_r13", "full/ours_size_norm_uniform"]
     path.write_text(yaml.safe_dump(cfg))
     return path
 
