@@ -142,7 +142,8 @@ def test_micro_through_slurm_profile_matches_local_run(cluster, tmp_path):
     assert (slurm_res / "paper" / "paper.pdf").stat().st_size > 10_000
     jsons = sorted(p.relative_to(local_res) for p in local_res.glob("runs/*/*/metrics.json"))
     assert [str(p.parent) for p in jsons] == ["runs/baseline/base", "runs/full/ours_size_norm_uniform",
-                                              "runs/reproduce/tome_r13", "runs/reproduce/tome_r4"]
+                                              "runs/reproduce/tome_r13", "runs/reproduce/tome_r4", "runs/seed1/base",
+                                              "runs/seed1/ours_size_norm_uniform", "runs/seed1/tome_r13"]
     jsons += sorted(p.relative_to(local_res) for p in local_res.glob("schedules/*.json"))
     for rel in jsons:
         a = _numbers(json.loads((slurm_res / rel).read_text()))
