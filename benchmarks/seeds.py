@@ -1,6 +1,6 @@
 """Several trained models (training seeds) of one calibration setting against the embedded benchmark's
 targets (benchmarks/CALIBRATION.md): one row per model, then the mean over models with a 95% t-interval
-across models (scipy), and whether each target holds on every model.
+across models (tokred.report.replication.across_models), and whether each target holds on every model.
 
     python benchmarks/seeds.py /tmp/calib/s1_map_400.json /tmp/calib/s1_map_400_seed1.json ...
 
@@ -13,8 +13,11 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
-from scipy import stats
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from tokred.report.replication import across_models  # noqa: E402
+
 
 CHECKS = {"L1": "L1:tome:13", "L2": "L2:tome:13", "tome_L02": "L0-2:tome:13", "ours_L02": "L0-2:ours_size_norm:13",
           "ours_matched": "matched:ours_size_norm:13"}
@@ -37,17 +40,6 @@ def row(res: dict) -> dict:
     return out
 
 
-def across(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t-interval across models (nan interval for one model)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan, math.nan
-    sd = stats.tstd(values)
-    h = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    return mean, mean - h, mean + h
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", nargs="+", help="calibrate.py JSON files, one per trained model")
@@ -59,7 +51,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['name']:<24}" + "".join(f"{r.get(c, math.nan):>24.4g}" for c in cols))
     print(f"{'mean [95% across models]':<24}" + "".join(
-        "{:>24}".format("{:.3g} [{:.3g}, {:.3g}]".format(*across([r[c] for r in rows]))) if all(c in r for r in rows)
+        "{:>24}".format("{:.3g} [{:.3g}, {:.3g}]".format(*across_models([r[c] for r in rows]))) if all(c in r for r in rows)
         else f"{'-':>24}" for c in cols))
     print("\ntargets (every model):")
     checks = {

@@ -46,10 +46,11 @@ REPLICATE_ITEMS = sorted(set(REPLICATE) | set(REPLICATE.values()))
 
 def replicate_model(seed=None):
     """{label, runs: "group/run" -> metrics path} of the main model (seed None) or a replicate model."""
-    if seed is None:
-        return {"label": f"seed {config['seed']}", "runs": {i: run_output(*i.split("/", 1)) for i in REPLICATE_ITEMS}}
-    return {"label": f"seed {seed}",
-            "runs": {i: run_output(f"seed{seed}", i.split("/", 1)[1]) for i in REPLICATE_ITEMS}}
+    def path(item):
+        group, run = item.split("/", 1)
+        return run_output(group if seed is None else f"seed{seed}", run)
+
+    return {"label": f"seed {config['seed'] if seed is None else seed}", "runs": {i: path(i) for i in REPLICATE_ITEMS}}
 
 
 def code(script):

@@ -28,17 +28,20 @@ def _model_rows(label: str, runs: dict[str, str], pairs: dict[str, str], labels)
 
     from ..study.metrics import correct, mcnemar
 
+    loaded = {}  # each run read once (a partner, e.g. the baseline, serves several comparisons)
+
     def load(item):
-        path = Path(runs[item])
-        return json.loads(path.read_text()), torch.load(path.with_name("logits.pt"), weights_only=False)["logits"]
+        if item not in loaded:
+            path = Path(runs[item])
+            logits = torch.load(path.with_name("logits.pt"), weights_only=False)["logits"]
+            loaded[item] = json.loads(path.read_text()), correct(logits, labels)
+        return loaded[item]
 
     rows = []
     for item, partner in pairs.items():
-        (m, lg), (_, lg_p) = load(item), load(partner)
-        c, c_p = correct(lg, labels), correct(lg_p, labels)
+        (m, c), (_, c_p) = load(item), load(partner)
         d = 100.0 * (c.double() - c_p.double())
-        half = 1.96 * d.std().item() / math.sqrt(len(d)) if len(d) > 1 else 0.0
-        rows.append({"model": label, "comparison": item, "vs": partner, "delta": d.mean().item(), "half": half,
+        rows.append({"model": label, "comparison": item, "vs": partner, "delta": d.mean().item(),
                      "p": mcnemar(c_p, c)["p_value"], "kl": m.get("kl", math.nan), "gflops": m["gflops"]})
     p_holm = holm([r["p"] for r in rows])
     for r, ph in zip(rows, p_holm):
