@@ -50,13 +50,13 @@ def test_default_expansion_adds_the_early_regime_and_the_selector_split():
     early = {n for (g, n) in runs if g == "early"}
     assert "hquota_ff_L0-2_r13" in early and not any(n.startswith("hquota_ff_L0_") for n in early)
     abl = {n: s for (g, n), s in runs.items() if g == "ablations_early"}
-    assert set(abl) == {"hquota_ff_L0-2_ref", "match_xnorm_L0-2", "q_0.4_L0-2"}
+    assert set(abl) == {"hquota_ff_L0-2_ref", "match_xnorm_L0-2"}
     assert all(s["layers"] == "L0-2" and s["r"] == 28 and s["method"] == "hquota_ff" for s in abl.values())
     # the all-layer ablations keep their names and specs (no rerun of finished runs)
-    assert runs[("ablations", "space_x")] == {"name": "space_x", "group": "ablations", "method": "ours_size_norm",
-                                               "overrides": {"space": "x"}, "r": 13}
+    assert runs[("ablations", "size_off")] == {"name": "size_off", "group": "ablations", "method": "ours_size_norm",
+                                                "overrides": {"sizes": False}, "r": 13}
     pairs = preflight.comparisons(runs)
-    assert pairs["q_0.4_L0-2"] == "hquota_ff_L0-2_ref" and pairs["space_x"] == "ours_size_norm_ref"
+    assert pairs["match_xnorm_L0-2"] == "hquota_ff_L0-2_ref" and pairs["size_off"] == "ours_size_norm_ref"
     assert pairs["hquota_ff_L0-2_r13"] == "tome_L0-2_r13" and pairs["tome_fixed_early_mid_late"] == "tome_r13"
     full = {n: s for (g, n), s in runs.items() if g == "full"}
     assert full["ours_size_norm_r13"] == {"name": "ours_size_norm_r13", "group": "full", "method": "ours_size_norm",
@@ -73,7 +73,7 @@ def test_default_expansion_adds_the_early_regime_and_the_selector_split():
     assert sel[1] == {"schedule": "fixed_early_mid_late", "ours": "ours_size_norm_fixed_early_mid_late",
                       "tome": "tome_fixed_early_mid_late", "ours_const": "ours_size_norm_r13", "tome_const": "tome_r13"}
     # the main model's grid, small enough for three trained models in the default (embedded_full.yaml: all)
-    assert len(runs) == 26
+    assert len(runs) == 20
 
 
 def test_full_grids_run_every_early_regime_run():
@@ -140,13 +140,13 @@ def _dry_run(tmp_path, cfg: dict) -> str:
 
 
 EXPECTED = ["runs/early/hquota_ff_L0-2_r13/", "runs/early/tome_L0-2_r13/", "runs/ablations_early/hquota_ff_L0-2_ref/",
-            "runs/ablations_early/q_0.4_L0-2/", "runs/ablations_early/match_xnorm_L0-2/",
+            "runs/ablations_early/match_xnorm_L0-2/",
             "runs/full/ours_size_norm_fixed_early_mid_late/",
             "runs/full/tome_fixed_early_mid_late/", "runs/full/ours_size_norm_r13/",
             "schedules/ours_size_norm-fixed_early_mid_late-tome_r13.json", "tables/headline.tex",
             "tables/selector.tex", "tables/schedules.tex", "tables/ablations_early.tex",
             # ablations at every layer are kept
-            "runs/ablations/ours_size_norm_ref/", "runs/ablations/space_x/"]
+            "runs/ablations/ours_size_norm_ref/", "runs/ablations/size_off/"]
 
 
 def test_dry_run_lists_the_early_regime_in_the_default(tmp_path):

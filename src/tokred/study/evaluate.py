@@ -32,9 +32,7 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
     input_size = tuple(es["images"].shape[1:])
     base_gflops = count_flops(model, input_size)
     schedule = apply_run(model, run, load_json(schedule_path))
-    gflops = count_flops(model, input_size)
-
-    _, by_module = count_flops(model, input_size, by_module=True)
+    gflops, by_module = count_flops(model, input_size, by_module=True)  # one trace gives both
     block_gflops = [by_module.get(f"blocks.{i}", 0.0) for i in range(len(model.blocks))]
 
     if is_patched(model):
