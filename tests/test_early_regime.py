@@ -73,7 +73,7 @@ def test_default_expansion_adds_the_early_regime_and_the_selector_split():
     assert sel[1] == {"schedule": "fixed_early_mid_late", "ours": "ours_size_norm_fixed_early_mid_late",
                       "tome": "tome_fixed_early_mid_late", "ours_const": "ours_size_norm_r13", "tome_const": "tome_r13"}
     # the main model's grid, small enough for three trained models in the default (embedded_full.yaml: all)
-    assert len(runs) == 20
+    assert len(runs) == 22
 
 
 def test_full_grids_run_every_early_regime_run():

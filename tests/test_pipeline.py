@@ -279,10 +279,10 @@ def test_dry_run_embedded_default_is_fast_and_complete(tmp_path):
     _, out = snakemake("--configfile", str(cfg), "-n")
     counts = job_counts(out)
     assert counts["train_embedded"] == 1 and counts["paper"] == 1
-    # baseline + 3 ToMe r + early ToMe in 4 layer sets at r=13 + ours in L0 and L0-2 + hquota_ff in L0-2
-    # + 2 full keep shapes + ToMe under one of them + ours at constant r + 2 ablations + reference
-    # + 1 early ablation + reference + 2 more trained models x (their baseline + 7 repeated runs)
-    assert counts["evaluate"] == 1 + 3 + 4 + 2 + 1 + 2 + 1 + 1 + 3 + 2 + 2 * 8
+    # baseline + 3 ToMe r + early 2 methods x 4 layer sets at r=13 + hquota_ff in L0-2 + 2 full keep shapes
+    # + ToMe under one of them + ours at constant r + 2 ablations + reference + 1 early ablation + reference
+    # + 2 more trained models x (their baseline + 7 repeated runs)
+    assert counts["evaluate"] == 1 + 3 + 8 + 1 + 2 + 1 + 1 + 3 + 2 + 2 * 8
     assert counts["train_replicate"] == 2 and counts["report_replication"] == 1
     # OOD: clean + 1 corruption x 2 severities, one job each; matched schedules solved once each
     assert counts["evaluate_ood"] == 3 and counts["solve_schedule"] == 2
