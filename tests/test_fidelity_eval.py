@@ -161,3 +161,13 @@ def test_fidelity_report_tables_and_macros_come_from_the_metrics(tmp_path):
     assert r"tokred@real@earlycloser\endcsname{0}" in macros and r"tokred@real@earlypairs\endcsname{1}" in macros
     rep.block_figure(df, str(tmp_path / "f.pdf"), str(tmp_path / "f.png"))
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_constant_r_run_is_labelled_by_its_r_not_nan():
+    import pandas as pd
+
+    from tokred.report.fidelity import _label
+
+    row = pd.Series({"group": "full", "method": "ours_size_norm", "keep_shape": float("nan"), "r": 13.0,
+                     "run": "ours_size_norm_r13"})
+    assert "nan" not in _label(row) and "r=13" in _label(row)

@@ -65,3 +65,17 @@ def test_reproduce_says_whether_the_drop_rises_with_r():
     rep["p_holm"] = [None, 0.002, 0.06]
     s = findings.reproduce_findings(rep)
     assert "after Holm's correction separates ToMe from the unreduced model at $r\\in\\{4\\}$" in s
+    assert "is a gain" not in s
+    # a significant negative drop is named as a gain (merging made the model more accurate)
+    rep["drop_pp"] = [0.0, -0.5, 0.3]
+    s = findings.reproduce_findings(rep)
+    assert "At $r\\in\\{4\\}$ that difference is a gain" in s
+
+
+def test_top1_effect_words_follow_the_sign_of_the_drop():
+    # drop_pp = baseline minus run: positive is a loss, negative a gain (the abstract read "-0.60 pp of Top-1")
+    from tokred.report.macros import top1_effect
+
+    assert top1_effect(0.6) == r"a loss of 0.60\,pp of Top-1"
+    assert top1_effect(-0.6) == r"a gain of 0.60\,pp of Top-1"
+    assert top1_effect(0.001) == "no change of Top-1" and top1_effect(float("nan")).startswith("an unmeasured")

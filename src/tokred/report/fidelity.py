@@ -40,11 +40,16 @@ def fidelity_frame(paths, pairs: dict) -> pd.DataFrame:
     return df
 
 
+def _schedule(row) -> str:
+    """A full-group run's schedule: its keep shape, or its constant r (the method at ToMe's r)."""
+    return row.keep_shape if isinstance(row.keep_shape, str) else f"r={int(row.r)}"
+
+
 def _label(row) -> str:
     if row.group == "ablations":
         return tex_escape(row.run if row.run.endswith("_ref") else f"{row.run} ({_change(row.overrides)})")
     if row.group == "full":
-        return tex_escape(f"{method_name(row.method)} {row.keep_shape}")
+        return tex_escape(f"{method_name(row.method)} {_schedule(row)}")
     if row.group == "early":
         return tex_escape(f"{method_name(row.method)} {row.layers}")
     return method_name(row.method)
@@ -93,7 +98,7 @@ def block_figure(df: pd.DataFrame, pdf_path: str, png_path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
     colours = sns.color_palette("viridis", len(runs))
     for colour, (_, row) in zip(colours, runs.iterrows()):
-        label = f"ToMe r={int(row.r)}" if row.group == "reproduce" else f"{row.method} {row.keep_shape}"
+        label = f"ToMe r={int(row.r)}" if row.group == "reproduce" else f"{row.method} {_schedule(row)}"
         style = "-" if row.group == "reproduce" else "--"
         for ax, col in zip(axes, ("block_cka", "block_angle_deg")):
             ax.plot(range(len(row[col])), row[col], style, marker="o", ms=2.5, color=colour, label=label)

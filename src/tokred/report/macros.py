@@ -25,6 +25,7 @@ def write_system_macros(path: str, *, ood: pd.DataFrame | None = None, latency: 
             for key in ("top1", "drop_pp"):
                 v = getattr(r, key, float("nan"))
                 define(f"{r.family}@{r.run}@{key}", "--" if pd.isna(v) else f"{v:.2f}")
+            define(f"{r.family}@{r.run}@effect", top1_effect(getattr(r, "drop_pp", float("nan"))))
     for key, value in (ood_text or {}).items():
         define(f"ood@{key}", value)
     if correlation is not None:
@@ -104,6 +105,15 @@ def _paired_sentence(t: pd.DataFrame, run: str | None = None) -> str:
             f"{ok.delta.min():+.1f} to {ok.delta.max():+.1f}\\,pp.")
 
 
+def top1_effect(drop_pp: float) -> str:
+    """A run's Top-1 change in words (\\metric{run}{effect}): a negative drop is a gain, not a cost."""
+    if pd.isna(drop_pp):
+        return "an unmeasured change of Top-1"
+    if round(drop_pp, 2) == 0:
+        return "no change of Top-1"
+    return f"{'a loss' if drop_pp > 0 else 'a gain'} of {abs(drop_pp):.2f}\\,pp of Top-1"
+
+
 METRIC_FORMATS = {"top1": ".2f", "top1_lo": ".2f", "top1_hi": ".2f", "drop_pp": ".2f", "drop_se_pp": ".2f",
                   "kl": ".4f", "delta_margin": ".3f", "agreement": ".2f", "gflops": ".3f", "rel_cost": ".3f",
                   "mcnemar_p": ".3g"}
@@ -127,6 +137,7 @@ def write_macros(df: pd.DataFrame, path: str, *, profile: str, model: dict, data
     for _, row in df.iterrows():
         for key, fmt in METRIC_FORMATS.items():
             define(f"{row['run']}@{key}", format(row[key], fmt))
+        define(f"{row['run']}@effect", top1_effect(row["drop_pp"]))
         if not pd.isna(row["r"]):
             define(f"{row['run']}@r", str(int(row["r"])))
     prov = df.iloc[0]["provenance"]
