@@ -118,7 +118,8 @@ def main(argv=None):
     model = create_embedded_model(n_cls, **json.loads(a.model))
     hist = None
     if a.reuse and ckpt.exists():
-        saved = torch.load(ckpt)
+        # this script's or the pipeline's own checkpoints (weights/model*.pt carry provenance objects)
+        saved = torch.load(ckpt, weights_only=False)
         model.load_state_dict(saved["state_dict"])
         hist = saved.get("history")
         print(f"loaded {ckpt}")
