@@ -233,3 +233,14 @@ def test_snakemake_dry_run_names_the_key(tmp_path, line, key):
     assert f"config key '{key}'" in out and "is a string, not a number; write 0.05 or 5.0e-2" in out, out[-3000:]
     assert "TypeError" not in out
     assert not (tmp_path / "r").exists()
+
+
+def test_a_plain_number_given_as_text_points_at_configfile():
+    # snakemake --config 'train={steps: 3}' hands nested values over as text; a config file would not
+    cfg = _set(_micro(), "train.steps", "3")
+    with pytest.raises(ValueError, match=r"'train.steps': '3' is a string.*pass it with --configfile"):
+        preflight.check_yaml_types(cfg, SCHEMA)
+    cfg = _set(_micro(), "train.lr", "1e-3")  # YAML 1.1 itself reads this as text: no --config hint
+    with pytest.raises(ValueError) as e:
+        preflight.check_yaml_types(cfg, SCHEMA)
+    assert "--configfile" not in str(e.value)

@@ -54,6 +54,10 @@ def test_full_and_conclusion_name_the_best_schedule_and_its_sign():
     # ToMe under ours' keep ratios (the selector split) is never "the best schedule" of ours, even when higher
     t = pd.concat([f, f.iloc[[0]].assign(run="tome_uniform", method="tome", top1=99.0, delta_vs_tome=0.0)])
     assert "the best schedule is ours\\_size\\_norm\\_late" in findings.conclusion(None, t)
+    # nor is the method at ToMe's constant r (equal r, not equal GFLOPs: no keep shape)
+    c = pd.concat([f, f.iloc[[0]].assign(run="ours_size_norm_r13", keep_shape=None, top1=99.0, gflops=2.9)])
+    assert "the best schedule is ours\\_size\\_norm\\_late" in findings.conclusion(None, c)
+    assert "r13" not in findings.full_findings(c) and "2 lose significantly" in findings.full_findings(c)
 
 
 def test_reproduce_says_whether_the_drop_rises_with_r():

@@ -140,10 +140,17 @@ def _settled_reason(settled: list[str]) -> str:
             + (" (and reduction from block 0 changes nothing either)" if len(late) < len(settled) else ""))
 
 
-def full_findings(full: pd.DataFrame) -> str:
-    """Each keep shape against ToMe at matched GFLOPs, and the best shape."""
+def _matched_schedules(full: pd.DataFrame) -> pd.DataFrame:
+    """Ours' keep shapes solved to ToMe's GFLOPs: not ToMe under ours' keep ratios (the selector split), not
+    the method at ToMe's constant r (equal r, not equal cost: ours also pays for its attention matrix)."""
     ours = full[full.method != "tome"] if "method" in full else full
     ours = ours[ours.tome_run.notna()] if "tome_run" in ours else ours
+    return ours[ours.keep_shape.notna()] if "keep_shape" in ours else ours
+
+
+def full_findings(full: pd.DataFrame) -> str:
+    """Each keep shape against ToMe at matched GFLOPs, and the best shape."""
+    ours = _matched_schedules(full)
     if ours.empty:
         return ""
     parts = [f"{r.keep_shape if 'keep_shape' in ours and r.keep_shape == r.keep_shape else r.run.replace('_', ' ')}"
@@ -180,9 +187,7 @@ def conclusion(early: pd.DataFrame | None, full: pd.DataFrame | None) -> str:
         if answers:
             s.append(f"(i) At equal $r$ in early blocks, on this run {'; '.join(answers)}.")
     if full is not None and not full.empty:
-        # ours' schedules only: ToMe under ours' keep ratios (the selector split) is not a schedule of ours
-        ours = full[full.method != "tome"] if "method" in full else full
-        ours = ours[ours.tome_run.notna()] if "tome_run" in ours else ours
+        ours = _matched_schedules(full)
         if not ours.empty:
             best = ours.loc[ours.top1.idxmax()]
             p = _sig_p(best, "p_vs_tome")

@@ -10,6 +10,7 @@ what a run is; it is the Snakefile's single entry point.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..methods import define_methods, resolve_method, yaml_number_hint
@@ -76,7 +77,12 @@ def _config_key(path) -> str:
 
 
 def _string_number(key: str, value: str, integer: bool = False) -> str:
-    return f"config key '{key}': {value!r} is a string, not a number; {yaml_number_hint(value, integer)}"
+    msg = f"config key '{key}': {value!r} is a string, not a number; {yaml_number_hint(value, integer)}"
+    if re.fullmatch(r"[+-]?\d+(\.\d+)?", value):
+        # a number YAML reads as one yet arrived as text: Snakemake's --config gives nested values as text
+        msg += (" (a value set inside --config KEY={...} arrives as text: put the override in a YAML file "
+                "and pass it with --configfile)")
+    return msg
 
 
 def check_yaml_types(cfg: dict, schema: dict | str | Path, errors: list | None = None) -> None:
