@@ -83,3 +83,9 @@ def test_top1_effect_words_follow_the_sign_of_the_drop():
     assert top1_effect(0.6) == r"a loss of 0.60\,pp of Top-1"
     assert top1_effect(-0.6) == r"a gain of 0.60\,pp of Top-1"
     assert top1_effect(0.001) == "no change of Top-1" and top1_effect(float("nan")).startswith("an unmeasured")
+
+
+def test_early_with_no_difference_names_no_gain():
+    e = _early([("L1", 13, "ours_size_norm", 0.0, 0.0, 0.0, 1.0, 1e-9, 1e-9)])
+    s = findings.early_findings(e)
+    assert "gain is" not in s and "equals ToMe's in every setting" in s

@@ -113,8 +113,10 @@ def early_findings(early: pd.DataFrame) -> str:
             s += f" Its largest loss is at {worst.layers}, $r={int(worst.r)}$ ({_delta(worst, 'delta', 'p_vs_tome', 'delta_lo', 'delta_hi')})"
             s += (f"; its largest gain at {best.layers}, $r={int(best.r)}$ ({_delta(best, 'delta', 'p_vs_tome', 'delta_lo', 'delta_hi')})."
                   if best.delta > 0 else "; it gains nowhere.")
-        else:
+        elif best.delta > 0:
             s += f" Its largest gain is at {best.layers}, $r={int(best.r)}$ ({_delta(best, 'delta', 'p_vs_tome', 'delta_lo', 'delta_hi')})."
+        else:
+            s += " Its Top-1 equals ToMe's in every setting."
         out.append(s)
     settled = early_settled(early)
     if settled:
