@@ -155,7 +155,7 @@ def full_findings(full: pd.DataFrame) -> str:
     ours = _matched_schedules(full)
     if ours.empty:
         return ""
-    parts = [f"{r.keep_shape if 'keep_shape' in ours and r.keep_shape == r.keep_shape else r.run.replace('_', ' ')}"
+    parts = [f"{r.keep_shape if 'keep_shape' in ours else r.run.replace('_', ' ')}"
              f" {_delta(pd.Series(r._asdict()), 'delta_vs_tome', 'p_vs_tome', 'delta_lo_vs_tome', 'delta_hi_vs_tome')}"
              f" at {r.gflops:.3f} GFLOPs" for r in ours.itertuples(index=False)]
     w, l_, n = _verdict_counts(ours, "delta_vs_tome", "p_vs_tome")
