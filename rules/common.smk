@@ -61,14 +61,19 @@ def code(script):
 
 
 def mark_stale(log):
-    pdf = f"{R}/paper/paper.pdf"
+    """After a failed or interrupted run: move the PDF aside (it may not match the config) and say so."""
+    pdf, stale = f"{R}/paper/paper.pdf", f"{R}/paper/paper.stale.pdf"
     if os.path.exists(pdf):
-        os.replace(pdf, f"{R}/paper/paper.stale.pdf")
+        os.replace(pdf, stale)
+    # Snakemake hands onerror its log as a path or a list of paths, depending on the version.
+    log = ", ".join(map(str, log)) if isinstance(log, (list, tuple)) else str(log)
     os.makedirs(R, exist_ok=True)
+    earlier = ("tables, figures and paper.stale.pdf under this folder are from an earlier run and may not "
+               "match the config." if os.path.exists(stale) else "no paper was built yet.")
     with open(f"{R}/STALE.txt", "w") as f:
-        f.write("A job failed: tables, figures and paper.stale.pdf under this folder are from an earlier "
-                f"run and may not match the config.\nSee the log: {log}\n")
-    print(f"tokred: a job failed; the previous PDF is now {R}/paper/paper.stale.pdf (see {R}/STALE.txt)")
+        f.write(f"A job failed or the run was interrupted: {earlier}\nSee the log: {log}\n")
+    where = f"the previous PDF is now {stale}" if os.path.exists(stale) else "no PDF was built"
+    print(f"tokred: a job failed or the run was interrupted; {where} (see {R}/STALE.txt)")
 
 
 def clear_stale():

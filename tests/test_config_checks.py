@@ -28,6 +28,10 @@ def _with(path: str, value):
     ("experiments.full.target_r", 5, "experiments.full.target_r"),
     ("experiments.ood.variants", ["space_x", "no_such_variant"], "experiments.ood.variants': 'no_such_variant' is not a variant"),
     ("experiments.ood.methods", ["hquota_ff"], "which is not in experiments.ood.methods"),
+    # the method name is checked before the ToMe runs that the other groups read at r
+    ("experiments.reproduce.method", "tomme", "experiments.reproduce.method': method 'tomme'"),
+    ("train.low_res", {"img_size": 20, "steps": 2}, "train.low_res.img_size': 20 must be a multiple of model.patch_size"),
+    ("train.low_res", {"img_size": 112, "steps": 2}, "train.low_res.img_size': 112 must be a multiple"),
 ])
 def test_cross_key_mistakes_name_the_key(key, value, words):
     cfg = _with(key, value)
@@ -96,3 +100,17 @@ def test_schema_errors_one_line_per_key():
     assert len(lines) == 3, lines
     assert [ln.split("'")[1] for ln in lines] == ["eval.batch_size", "experiments.early.r[1]", "seed"]
     preflight.check_schema(MICRO, ROOT / "config" / "schema.yaml")
+
+
+def test_low_res_phase_too_small_names_the_key():
+    """The first phase draws the task, and the curriculum's easy images, at the low size."""
+    cfg = _with("train.low_res", {"img_size": 32, "steps": 2})
+    with pytest.raises(ValueError, match=r"train\.low_res\.img_size': the task does not fit at 32 px: .*too small"):
+        preflight.check_config(cfg)
+    cfg["task"].update(radius_min=1.5, radius_max=2.0, distractors_min=1, distractors_max=2, max_count=2,
+                       shape_distractor_frac=0.0)
+    cfg["train"]["curriculum"] = {"easy_start": 1.0, "decay_frac": 0.4}  # easy disks: radius 7-9
+    with pytest.raises(ValueError, match=r"curriculum's easy images do not fit at 32 px: .*set train\.curriculum\.easy"):
+        preflight.check_config(cfg)
+    cfg["train"]["curriculum"]["easy"] = {"background": "smooth"}
+    preflight.check_config(cfg)

@@ -117,3 +117,21 @@ def test_ood_paired_table_tests_every_condition_and_corrects_with_holm(tmp_path)
     with pytest.raises(ValueError, match="one partner"):
         ood_paired_table(df, {"ours_matched": "tome_r13", "tome_r13": "base"}, str(tmp_path / "x.csv"),
                          str(tmp_path / "x.tex"))
+
+
+def test_ood_summary_says_when_the_corruption_leaves_the_model_at_chance():
+    """The OOD section's first sentence comes from the table: a mean and ToMe's change in words, or, when
+    every severity is at chance level, that the profile cannot show an effect there (no '--%')."""
+    import numpy as np
+    import pandas as pd
+
+    from tokred.report.macros import ood_summary
+
+    cols = dict(family="gaussian_noise", severities=2)
+    t = pd.DataFrame([{**cols, "run": "base", "method": "none", "top1": 81.5, "drop_pp": 0.0},
+                      {**cols, "run": "tome_r13", "method": "tome", "top1": 82.0, "drop_pp": -0.5}])
+    assert ood_summary(t) == ("Under Gaussian noise the unreduced model reaches 81.50\\% on average and ToMe has "
+                              "a gain of 0.50\\,pp of Top-1 relative to it.")
+    t[["top1", "drop_pp"]] = np.nan
+    s = ood_summary(t)
+    assert "chance level at every severity" in s and "cannot show an effect" in s and "--" not in s

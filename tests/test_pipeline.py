@@ -137,6 +137,10 @@ def check_early_regime_tables(res: Path, text: str) -> None:
         assert (h.kl_lo <= h.kl + 1e-12).all() and (h.kl <= h.kl_hi + 1e-12).all()
         assert 0 <= h.loc["difference", "p_top1"] <= 1
         assert regime._kl(h.loc["hquota_ff", "kl"]) in text
+        # a run's Top-1 interval is the one of its metrics JSON (one bootstrap, every table)
+        for row in ("tome", "hquota_ff"):
+            m = yaml.safe_load((res / "runs" / "early" / h.loc[row, "run"] / "metrics.json").read_text())
+            assert [h.loc[row, "top1_lo"], h.loc[row, "top1_hi"]] == pytest.approx(m["top1_ci95"], abs=1e-4)
     # ToMe under ours' schedule removes exactly ours' tokens per block, and costs less (no attention matrix)
     runs = res / "runs" / "full"
     ours, tome = (yaml.safe_load((runs / n / "metrics.json").read_text())

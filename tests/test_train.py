@@ -112,3 +112,57 @@ def test_global_pool_reaches_the_checkpoint_and_the_evaluated_model(tmp_path, po
         assert torch.allclose(model(xn), base, atol=1e-6)
         tokred.patch(model, "tome", r=6)
         assert not torch.allclose(model(xn), base, atol=1e-6)
+
+
+def test_index_offset_continues_the_training_stream():
+    """A later phase draws the images after the earlier phase's, never the same ones again."""
+    x, y, _ = train.make_batch(synthetic.resolve_task(TASK), None, 1, 5, 4, seed=3, index_offset=8)
+    ref_x, ref_y = synthetic.make_images(synthetic.resolve_task(TASK), 4, 3, 12, stream="train")
+    assert torch.equal(x, ref_x) and torch.equal(y, ref_y)
+
+
+def test_resize_pos_embed_keeps_cls_and_resamples_the_grid():
+    m = tiny_model()  # 32 px / patch 8: a 4 x 4 grid
+    state = m.state_dict()
+    ramp = torch.linspace(-1, 1, 4).view(1, 4, 1).expand(4, 4, 16).reshape(1, 16, 16)  # rises along x
+    state["pos_embed"] = torch.cat([torch.full((1, 1, 16), 7.0), ramp], dim=1)
+    out = train.resize_pos_embed(m, state, 8)["pos_embed"]
+    assert out.shape == (1, 1 + 64, 16)
+    assert torch.equal(out[:, 0], state["pos_embed"][:, 0])
+    grid = out[0, 1:, 0].view(8, 8)
+    assert torch.all(grid[:, 1:] >= grid[:, :-1] - 1e-6) and torch.allclose(grid[0], grid[5])  # still a ramp in x
+    assert float(grid[0, -1] - grid[0, 0]) > 1.5
+
+
+def test_low_res_phase_then_full_size(tmp_path):
+    """train.low_res: the first phase trains at the low size (its own history), the second starts from
+    its weights with the position embeddings resized, on the images after the first phase's; the
+    checkpoint is the full-size model."""
+    task = {**TASK, "img_size": 48}
+    cfg = {"seed": 0, "task": {"name": "count_disks", **task},
+           "model": {"source": "embedded", "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2},
+           "train": {**KW, "steps": 1, "curriculum": None, "low_res": {"img_size": 32, "steps": 3}}}
+    out = tmp_path / "model.pt"
+    h = train.train_embedded(cfg, str(out))
+    ckpt = torch.load(out, weights_only=False)
+    assert h["low_res"]["img_size"] == 32 and h["low_res"]["steps"] == 3 and h["steps"] == 1
+    assert ckpt["model"]["img_size"] == 48 and ckpt["state_dict"]["pos_embed"].shape == (1, 1 + 36, 16)
+
+    def model(size):
+        return create_embedded_model(synthetic.num_classes(TASK), img_size=size, patch_size=8, embed_dim=16,
+                                     depth=2, num_heads=2)
+
+    kw = dict(batch_size=4, lr=1e-3, weight_decay=0.05, warmup_frac=0.34, grad_clip=1.0, seed=0, progress=False,
+              log=None)
+    torch.manual_seed(0)
+    low = model(32)
+    train.train_model(low, {**TASK, "img_size": 32}, steps=3, **kw)
+    full = model(48)
+    full.load_state_dict(train.resize_pos_embed(low, low.state_dict(), 6))
+    train.train_model(full, task, steps=1, index_offset=12, **kw)
+    for k, v in full.state_dict().items():
+        assert torch.allclose(ckpt["state_dict"][k], v, atol=1e-6), k
+    torch.manual_seed(0)
+    direct = model(48)
+    train.train_model(direct, task, steps=1, **kw)
+    assert not torch.allclose(ckpt["state_dict"]["blocks.0.attn.qkv.weight"], direct.state_dict()["blocks.0.attn.qkv.weight"])

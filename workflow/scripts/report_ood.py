@@ -13,7 +13,7 @@ with logged(sm.log[0]):
     t = ood_tables.ood_table(main, *sm.output.table, n_boot=sm.params.n_boot, seed=sm.params.seed)
     vs_tome = ood_tables.ood_paired_table(df, {r: p for r, p in pairs.items() if r not in variants}, *sm.output.vs_tome)
     v = ood_tables.ood_paired_table(df, variants, *sm.output.variants) if sm.output.variants else None
-    macros.write_system_macros(sm.output.macros, ood=t, ood_text=macros.ood_facts(df, vs_tome, v))
+    macros.write_system_macros(sm.output.macros, ood=t, ood_text=macros.ood_facts(df, vs_tome, v, table=t))
     figs = sm.output.figures
     for i, fam in enumerate(sm.params.families):
         figures.ood_severity_figure(df, fam, figs[2 * i], figs[2 * i + 1], runs=list(main.run.unique()))

@@ -77,6 +77,14 @@ TASK_DEFAULTS: dict[str, Any] = {
 # curriculum dict gives its own "easy" overrides.
 EASY_OVERRIDES: dict[str, Any] = {"radius_min": 7.0, "radius_max": 9.0, "background": "smooth"}
 
+
+
+def easy_task(task: dict, easy: dict | None = None) -> dict:
+    """The curriculum's easy variant of `task` (tokred.data.train): `easy` task-key overrides, by default
+    EASY_OVERRIDES; validated (ValueError naming the key)."""
+    return resolve_task({**task, **(EASY_OVERRIDES if easy is None else easy)})
+
+
 _STREAMS = {"eval": 0, "train": 1}
 _MAX_PLACEMENT_TRIES = 2000
 

@@ -10,6 +10,12 @@ linearly from ``easy_start`` to ``easy_end`` over the first ``decay_frac`` of th
 ``{"easy_start": 1.0, "easy_end": 0.0, "decay_frac": 0.4}``; ``"easy": {...}`` overrides the easy
 variant's task keys. Small-object tasks stay at chance without it (benchmarks/CALIBRATION.md).
 
+Low-resolution first phase (optional, ``train.low_res``): most steps at a smaller image size with the
+same patch size (fewer tokens: at 56 px a step costs ~1/4 of one at 112 px), then the patch
+position embeddings are resized to the full grid and training continues at the task's size, as in
+FixRes (Touvron et al., 2019) and DeiT III (Touvron et al., 2022), which pre-train at lower resolution
+and fine-tune at the test resolution. The curriculum, when set, applies to the first phase.
+
 On CPU the result is deterministic for a seed (same batches, same initial RNG state).
 """
 from __future__ import annotations
@@ -43,7 +49,7 @@ def resolve_curriculum(curriculum: dict | None, task: dict) -> dict | None:
     easy = c.get("easy")
     if easy is not None and not isinstance(easy, dict):
         raise ValueError(f"curriculum key 'easy' must be a dict of task overrides, got {easy!r}")
-    c["easy_task"] = synthetic.resolve_task({**task, **(synthetic.EASY_OVERRIDES if easy is None else easy)})
+    c["easy_task"] = synthetic.easy_task(task, easy)
     return c
 
 
@@ -64,11 +70,12 @@ def lr_factor(step: int, steps: int, warmup_frac: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / rest))
 
 
-def make_batch(task: dict, curriculum: dict | None, step: int, steps: int, batch_size: int, seed: int
-               ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The batch of a step: n_easy easy images then hard ones, global indices step*batch_size + j."""
+def make_batch(task: dict, curriculum: dict | None, step: int, steps: int, batch_size: int, seed: int,
+               index_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The batch of a step: n_easy easy images then hard ones, global indices
+    index_offset + step*batch_size + j."""
     n_easy = int(round(easy_share(curriculum, step, steps) * batch_size))
-    start = step * batch_size
+    start = index_offset + step * batch_size
     parts_x, parts_y = [], []
     if n_easy:
         x, y = synthetic.make_images(curriculum["easy_task"], n_easy, seed, start, stream="train")
@@ -84,8 +91,11 @@ def make_batch(task: dict, curriculum: dict | None, step: int, steps: int, batch
 def train_model(model: torch.nn.Module, task: dict, *, steps: int, batch_size: int, lr: float,
                 weight_decay: float, warmup_frac: float, grad_clip: float, seed: int,
                 curriculum: dict | None = None, progress: bool = True, log: Callable = print,
-                log_every: int = 25) -> dict:
-    """Train `model` in place on fresh synthetic batches; returns the training history."""
+                log_every: int = 25, index_offset: int = 0) -> dict:
+    """Train `model` in place on fresh synthetic batches; returns the training history.
+
+    Step s draws the training-stream images index_offset + s*batch_size ... (a later phase passes the
+    number of images drawn before it, so no image repeats across phases)."""
     task = synthetic.resolve_task(task)
     for name, v, lo in (("steps", steps, 1), ("batch_size", batch_size, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -114,13 +124,13 @@ def train_model(model: torch.nn.Module, task: dict, *, steps: int, batch_size: i
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=steps, desc=f"train {task['img_size']} px", unit="step", dynamic_ncols=True)
     t0 = time.perf_counter()
     gen_s = 0.0
     run_loss, run_correct, run_n, run_steps = 0.0, 0, 0, 0
     for step in range(steps):
         tg = time.perf_counter()
-        images, labels, n_easy = make_batch(task, cur, step, steps, batch_size, seed)
+        images, labels, n_easy = make_batch(task, cur, step, steps, batch_size, seed, index_offset)
         gen_s += time.perf_counter() - tg
         x = normalize(images.to(device), EMBEDDED_MEAN, EMBEDDED_STD)
         y = labels.to(device)
@@ -166,19 +176,45 @@ def train_model(model: torch.nn.Module, task: dict, *, steps: int, batch_size: i
     return hist
 
 
+def resize_pos_embed(model: torch.nn.Module, state: dict, grid: int) -> dict:
+    """`state` with its patch position embeddings resized (bicubic, timm's `resample_abs_pos_embed`) to
+    a grid x grid patch grid; the prefix (CLS) embeddings are kept as they are."""
+    from timm.layers import resample_abs_pos_embed
+
+    state = dict(state)
+    state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], new_size=(grid, grid),
+                                                num_prefix_tokens=model.num_prefix_tokens)
+    return state
+
+
 def train_embedded(cfg: dict, out: str) -> dict:
-    """The training job of the embedded profile: train on the config's task, save the checkpoint
-    {"state_dict", "model", "num_classes", "task", "history", "provenance"} atomically at `out`."""
+    """The training job of the embedded profile: train on the config's task (first at
+    train.low_res.img_size for train.low_res.steps when set, then train.steps at the task's size),
+    save the checkpoint {"state_dict", "model", "num_classes", "task", "history", "provenance"}
+    atomically at `out`. The history is the last phase's, with the earlier phase under "low_res"."""
     arch = {k: cfg["model"][k] for k in EMBEDDED_DEFAULTS if k in cfg["model"]}
     task = synthetic.resolve_task(cfg["task"])
     arch["img_size"] = task["img_size"]
     n_cls = synthetic.num_classes(task)
-    torch.manual_seed(cfg["seed"])
-    model = create_embedded_model(n_cls, **arch)
     t = cfg["train"]
-    hist = train_model(model, task, steps=t["steps"], batch_size=t["batch_size"], lr=t["lr"],
-                       weight_decay=t["weight_decay"], warmup_frac=t["warmup_frac"],
-                       grad_clip=t["grad_clip"], seed=cfg["seed"], curriculum=t.get("curriculum"))
+    low = t.get("low_res")
+    kw = dict(batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
+              warmup_frac=t["warmup_frac"], grad_clip=t["grad_clip"], seed=cfg["seed"])
+    torch.manual_seed(cfg["seed"])
+    low_hist, offset, curriculum = None, 0, t.get("curriculum")
+    if low:
+        model = create_embedded_model(n_cls, **{**arch, "img_size": low["img_size"]})
+        low_task = synthetic.resolve_task({**task, "img_size": low["img_size"]})
+        low_hist = train_model(model, low_task, steps=low["steps"], curriculum=curriculum, **kw)
+        state = resize_pos_embed(model, model.state_dict(), task["img_size"] // arch.get("patch_size", 8))
+        model = create_embedded_model(n_cls, **arch)
+        model.load_state_dict(state)
+        offset, curriculum = low["steps"] * t["batch_size"], None
+    else:
+        model = create_embedded_model(n_cls, **arch)
+    hist = train_model(model, task, steps=t["steps"], curriculum=curriculum, index_offset=offset, **kw)
+    if low_hist is not None:
+        hist["low_res"] = {"img_size": low["img_size"], **low_hist}
     io.save_torch(out, {"state_dict": model.state_dict(), "model": arch, "num_classes": n_cls,
                         "task": task, "history": hist, "provenance": io.provenance(cfg)})
     return hist

@@ -54,13 +54,34 @@ CORRUPTION_NAMES = {"gaussian_noise": "Gaussian noise", "gaussian_blur": "Gaussi
                     "jpeg_compression": "JPEG compression"}
 
 
-def ood_facts(df: pd.DataFrame, vs_tome: pd.DataFrame, variants: pd.DataFrame | None = None) -> dict[str, str]:
+def ood_summary(table: pd.DataFrame) -> str:
+    """The OOD section's first finding, from `ood_tables.ood_table`: the unreduced model's mean Top-1 under
+    the first corruption and ToMe's change relative to it, or that it sits at chance level there."""
+    t = table[table.family.isin(list(CORRUPTION_NAMES))]
+    if t.empty:
+        return ""
+    fam = t.family.iloc[0]
+    g = t[t.family == fam]
+    base, tome = g[g.method == "none"], g[g.method == "tome"]
+    name = CORRUPTION_NAMES[fam]
+    if base.empty or pd.isna(base.top1.iloc[0]):
+        return (f"Under {name} the unreduced model is at chance level at every severity, so this profile cannot "
+                "show an effect of reduction there.")
+    s = f"Under {name} the unreduced model reaches {base.top1.iloc[0]:.2f}\% on average"
+    if not tome.empty:
+        s += f" and ToMe has {top1_effect(tome.drop_pp.iloc[0])} relative to it"
+    return s + "."
+
+
+def ood_facts(df: pd.DataFrame, vs_tome: pd.DataFrame, variants: pd.DataFrame | None = None,
+              table: pd.DataFrame | None = None) -> dict[str, str]:
     """The OOD section's words, from the runs (`load.load_ood`) and the per-condition tests
     (`ood_tables.ood_paired_table`): `severities`, `images`, `corruptions` (each corruption with the
     parameters applied, the blur's scaling from ImageNet-C's 224 px stated), `shift` ("corruption", or
     "corruption and distribution shift" when ImageNet-V2/R/C ran), `verdict` (ours vs ToMe: in how many
-    conditions above chance level significantly better / worse after Holm, with the range of Δ) and
-    `variants` (the same for each variant against ours)."""
+    conditions above chance level significantly better / worse after Holm, with the range of Δ),
+    `variants` (the same for each variant against ours) and, given the `ood_tables.ood_table` frame,
+    `summary` (`ood_summary`)."""
     from ..data.corruptions import IMAGENET_C_SIDE, severity_param
 
     base = df[df.method == "none"]
@@ -85,6 +106,7 @@ def ood_facts(df: pd.DataFrame, vs_tome: pd.DataFrame, variants: pd.DataFrame | 
            "shift": "corruption and distribution shift" if base.family.str.startswith("imagenet").any()
            else "corruption"}
     out["verdict"] = _paired_sentence(vs_tome)
+    out["summary"] = ood_summary(table) if table is not None else ""
     out["variants"] = " ".join(_paired_sentence(g, run) for run, g in variants.groupby("run", sort=False)) \
         if variants is not None and len(variants) else ""
     return out

@@ -51,7 +51,13 @@ def headline_table(df: pd.DataFrame, base_logits, labels, method: str, layers: s
     Raises KeyError when a ToMe run at the same layers and r is missing."""
     import torch
 
-    from ..study.metrics import correct, kl_per_image, margin, mcnemar
+    from ..study.metrics import bootstrap_ci, correct, kl_per_image, margin, mcnemar
+
+    def interval(key, x):
+        # A run's Top-1 interval is the one its metrics JSON (and every other table) carries.
+        if key == "top1":
+            return bootstrap_ci(torch.from_numpy(x > 0), n_boot=n_boot, seed=seed)
+        return _boot(x, n_boot, seed)
 
     e = df[(df.group == "early") & (df.layers == layers)]
     base_margin = margin(base_logits, labels).numpy()
@@ -66,7 +72,7 @@ def headline_table(df: pd.DataFrame, base_logits, labels, method: str, layers: s
                       "dmargin": margin(lg, labels).numpy() - base_margin}
             rows.append({"r": int(r), "row": m, "run": row["run"], "gflops": row["gflops"],
                          **{f"{k}{s}": v for k, x in per[m].items()
-                            for s, v in zip(("", "_lo", "_hi"), (float(x.mean()), *_boot(x, n_boot, seed)))}})
+                            for s, v in zip(("", "_lo", "_hi"), (float(x.mean()), *interval(k, x)))}})
         diff = {k: per[method][k] - per["tome"][k] for k in per[method]}
         p = mcnemar(*(torch.from_numpy(per[m]["top1"] > 0) for m in ("tome", method)))["p_value"]
         rows.append({"r": int(r), "row": "difference", "run": f"{runs[method]['run']} - {runs['tome']['run']}",

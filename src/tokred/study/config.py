@@ -28,9 +28,10 @@ def check_config(cfg: dict) -> None:
         from ..data.synthetic import resolve_task
 
         try:
-            resolve_task(cfg["task"])
+            task = resolve_task(cfg["task"])
         except ValueError as e:
             raise ValueError(f"config key 'task': {e}") from None
+        _check_low_res(cfg, task)
     else:
         from ..data.imagenet import check_dataset_path
 
@@ -45,6 +46,31 @@ def check_config(cfg: dict) -> None:
 
             check_ood_paths(d, imagenet_c_corruptions=ood.get("imagenet_c_corruptions"),
                             imagenet_c_severities=tuple(ood.get("severities", (1, 2, 3, 4, 5))))
+
+
+def _check_low_res(cfg: dict, task: dict) -> None:
+    """train.low_res (embedded): a patch grid below the task's, on which the task (and the curriculum's
+    easy images, which the first phase draws) can still be drawn."""
+    low = (cfg.get("train") or {}).get("low_res")
+    if not low:
+        return
+    from ..data.synthetic import easy_task, resolve_task
+
+    size, patch = low["img_size"], cfg["model"].get("patch_size", 8)
+    if size % patch or size >= task["img_size"]:
+        raise ValueError(f"config key 'train.low_res.img_size': {size} must be a multiple of model.patch_size "
+                         f"({patch}) and below task.img_size ({task['img_size']})")
+    try:
+        low_task = resolve_task({**task, "img_size": size})
+    except ValueError as e:
+        raise ValueError(f"config key 'train.low_res.img_size': the task does not fit at {size} px: {e}") from None
+    cur = cfg["train"].get("curriculum")
+    try:
+        if cur:
+            easy_task(low_task, cur.get("easy"))
+    except ValueError as e:
+        raise ValueError(f"config key 'train.low_res.img_size': the curriculum's easy images do not fit at "
+                         f"{size} px: {e} (set train.curriculum.easy)") from None
 
 
 def check_real(cfg: dict) -> None:
@@ -180,6 +206,8 @@ def check_cross_keys(cfg: dict) -> None:
         except ValueError as e:
             raise ValueError(f"config key 'experiments.early.layers': {e}"
                              + (f" (model.depth is {depth})" if depth is not None else "")) from None
+    # The reproduce method first: a misspelt name would otherwise surface as "ToMe's run is missing".
+    _method("experiments.reproduce.method", ex["reproduce"]["method"])
     tome_r = set(ex["reproduce"]["r"]) if ex["reproduce"]["method"] == "tome" else set()
     for key, r in (("experiments.ablations.r", (ex.get("ablations") or {}).get("r")),
                    ("experiments.full.target_r", (ex.get("full") or {}).get("target_r"))):
