@@ -135,13 +135,13 @@ def test_resize_pos_embed_keeps_cls_and_resamples_the_grid():
 
 
 def test_low_res_phase_then_full_size(tmp_path):
-    """train.low_res: the first phase trains at the low size (its own history), the second starts from
+    """train.low_res: the first phase trains at the low size at its own rate (its own history), the second starts from
     its weights with the position embeddings resized, on the images after the first phase's; the
     checkpoint is the full-size model."""
     task = {**TASK, "img_size": 48}
     cfg = {"seed": 0, "task": {"name": "count_disks", **task},
            "model": {"source": "embedded", "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2},
-           "train": {**KW, "steps": 1, "curriculum": None, "low_res": {"img_size": 32, "steps": 3}}}
+           "train": {**KW, "steps": 1, "curriculum": None, "low_res": {"img_size": 32, "steps": 3, "lr": 3e-3}}}
     out = tmp_path / "model.pt"
     h = train.train_embedded(cfg, str(out))
     ckpt = torch.load(out, weights_only=False)
@@ -156,7 +156,7 @@ def test_low_res_phase_then_full_size(tmp_path):
               log=None)
     torch.manual_seed(0)
     low = model(32)
-    train.train_model(low, {**TASK, "img_size": 32}, steps=3, **kw)
+    train.train_model(low, {**TASK, "img_size": 32}, steps=3, **{**kw, "lr": 3e-3})  # the first phase's own rate
     full = model(48)
     full.load_state_dict(train.resize_pos_embed(low, low.state_dict(), 6))
     train.train_model(full, task, steps=1, index_offset=12, **kw)
@@ -166,3 +166,23 @@ def test_low_res_phase_then_full_size(tmp_path):
     direct = model(48)
     train.train_model(direct, task, steps=1, **kw)
     assert not torch.allclose(ckpt["state_dict"]["blocks.0.attn.qkv.weight"], direct.state_dict()["blocks.0.attn.qkv.weight"])
+
+
+def test_paper_states_both_training_phases(tmp_path):
+    """The paper's setup line says what the checkpoint records: steps at the low size, then at full size."""
+    import pandas as pd
+
+    from tokred.report.macros import write_macros
+
+    task = {**TASK, "img_size": 48}
+    model = {"source": "embedded", "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2}
+    train_cfg = {**KW, "steps": 1, "curriculum": None, "low_res": {"img_size": 32, "steps": 2}}
+    w = tmp_path / "model.pt"
+    train.train_embedded({"seed": 0, "task": {"name": "count_disks", **task}, "model": model, "train": train_cfg}, str(w))
+    prov = {"torch": "2", "timm": "1", "device_name": "cpu", "device": "cpu", "config_hash": "abc"}
+    df = pd.DataFrame([{"run": "base", "r": float("nan"), "n_images": 3, "provenance": prov,
+                        **{k: 1.0 for k in ("top1", "top1_lo", "top1_hi", "drop_pp", "drop_se_pp", "kl", "delta_margin",
+                                            "agreement", "gflops", "rel_cost", "mcnemar_p")}}])
+    out = tmp_path / "setup.tex"
+    write_macros(df, str(out), profile="embedded", model=model, data={}, train=train_cfg, task=task, weights=str(w))
+    assert ("model trained 2 steps at 32 px, then 1 steps at 48 px at batch 4" in out.read_text())

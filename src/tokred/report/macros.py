@@ -177,8 +177,12 @@ def write_macros(df: pd.DataFrame, path: str, *, profile: str, model: dict, data
                       "imgsize": str(task.get("img_size", 112)), "steps": str(train["steps"]),
                       "batch": str(train["batch_size"])})
         setup.update(_training_facts(weights))
+        trained = f"{setup['steps']} steps"
+        if "lowsteps" in setup:  # train.low_res: most steps at the smaller size first
+            trained = (f"{setup['lowsteps']} steps at {setup['lowimgsize']} px, then {setup['steps']} steps at "
+                       f"{setup['imgsize']} px")
         setup["data"] = (f"synthetic task {setup['taskname']} with {setup['classes']} classes, "
-                         f"{setup['imgsize']} px, model trained {setup['steps']} steps at batch {setup['batch']}")
+                         f"{setup['imgsize']} px, model trained {trained} at batch {setup['batch']}")
     else:
         from ..data.imagenet import resize_size
         from ..data.preprocess import describe
@@ -217,8 +221,11 @@ def _training_facts(weights: str) -> dict:
     ckpt = torch.load(weights, map_location="cpu", weights_only=False)
     hist = ckpt.get("history", {})
     facts = {"classes": str(ckpt["num_classes"]), "taskname": tex_escape(ckpt.get("task", {}).get("name", ""))}
+    low = hist.get("low_res")
+    if low:
+        facts.update(lowsteps=str(low["steps"]), lowimgsize=str(low["img_size"]))
     if "seconds" in hist:
-        facts["trainminutes"] = f"{hist['seconds'] / 60:.1f}"
+        facts["trainminutes"] = f"{(hist['seconds'] + (low or {}).get('seconds', 0.0)) / 60:.1f}"
     prov = ckpt.get("provenance") or {}
     if prov:
         # Training is not bit-reproducible across CPUs (kernels differ), so the paper names the machine.
