@@ -67,7 +67,7 @@ def ood_summary(table: pd.DataFrame) -> str:
     if base.empty or pd.isna(base.top1.iloc[0]):
         return (f"Under {name} the unreduced model is at chance level at every severity, so this profile cannot "
                 "show an effect of reduction there.")
-    s = f"Under {name} the unreduced model reaches {base.top1.iloc[0]:.2f}\% on average"
+    s = f"Under {name} the unreduced model reaches {base.top1.iloc[0]:.2f}\\% on average"
     if not tome.empty:
         s += f" and ToMe has {top1_effect(tome.drop_pp.iloc[0])} relative to it"
     return s + "."
