@@ -78,7 +78,6 @@ TASK_DEFAULTS: dict[str, Any] = {
 EASY_OVERRIDES: dict[str, Any] = {"radius_min": 7.0, "radius_max": 9.0, "background": "smooth"}
 
 
-
 def easy_task(task: dict, easy: dict | None = None) -> dict:
     """The curriculum's easy variant of `task` (tokred.data.train): `easy` task-key overrides, by default
     EASY_OVERRIDES; validated (ValueError naming the key)."""

@@ -188,11 +188,11 @@ def resize_pos_embed(model: torch.nn.Module, state: dict, grid: int) -> dict:
 
 
 def train_embedded(cfg: dict, out: str) -> dict:
-    """The training job of the embedded profile: train on the config's task (first at
-    train.low_res.img_size for train.low_res.steps at train.low_res.lr when set, then train.steps at
-    the task's size at train.lr),
-    save the checkpoint {"state_dict", "model", "num_classes", "task", "history", "provenance"}
-    atomically at `out`. The history is the last phase's, with the earlier phase under "low_res"."""
+    """The training job of the embedded profile: train on the config's task (first
+    train.low_res.steps at train.low_res.img_size and train.low_res.lr when set, then train.steps at the
+    task's size and train.lr), save the checkpoint {"state_dict", "model", "num_classes", "task",
+    "history", "provenance"} atomically at `out`. The history is the last phase's, with the earlier
+    phase under "low_res"."""
     arch = {k: cfg["model"][k] for k in EMBEDDED_DEFAULTS if k in cfg["model"]}
     task = synthetic.resolve_task(cfg["task"])
     arch["img_size"] = task["img_size"]
@@ -208,7 +208,7 @@ def train_embedded(cfg: dict, out: str) -> dict:
         low_task = synthetic.resolve_task({**task, "img_size": low["img_size"]})
         low_hist = train_model(model, low_task, steps=low["steps"], curriculum=curriculum,
                                **{**kw, "lr": low.get("lr", t["lr"])})
-        state = resize_pos_embed(model, model.state_dict(), task["img_size"] // arch.get("patch_size", 8))
+        state = resize_pos_embed(model, model.state_dict(), task["img_size"] // arch.get("patch_size", EMBEDDED_DEFAULTS["patch_size"]))
         model = create_embedded_model(n_cls, **arch)
         model.load_state_dict(state)
         offset, curriculum = low["steps"] * t["batch_size"], None

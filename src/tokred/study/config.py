@@ -56,7 +56,7 @@ def _check_low_res(cfg: dict, task: dict) -> None:
         return
     from ..data.synthetic import easy_task, resolve_task
 
-    size, patch = low["img_size"], cfg["model"].get("patch_size", 8)
+    size, patch = low["img_size"], cfg["model"].get("patch_size", 8)  # 8: models.EMBEDDED_DEFAULTS (imports torch)
     if size % patch or size >= task["img_size"]:
         raise ValueError(f"config key 'train.low_res.img_size': {size} must be a multiple of model.patch_size "
                          f"({patch}) and below task.img_size ({task['img_size']})")
@@ -65,12 +65,12 @@ def _check_low_res(cfg: dict, task: dict) -> None:
     except ValueError as e:
         raise ValueError(f"config key 'train.low_res.img_size': the task does not fit at {size} px: {e}") from None
     cur = cfg["train"].get("curriculum")
-    try:
-        if cur:
+    if cur:
+        try:
             easy_task(low_task, cur.get("easy"))
-    except ValueError as e:
-        raise ValueError(f"config key 'train.low_res.img_size': the curriculum's easy images do not fit at "
-                         f"{size} px: {e} (set train.curriculum.easy)") from None
+        except ValueError as e:
+            raise ValueError(f"config key 'train.low_res.img_size': the curriculum's easy images do not fit at "
+                             f"{size} px: {e} (set train.curriculum.easy)") from None
 
 
 def check_real(cfg: dict) -> None:
