@@ -208,7 +208,8 @@ def train_embedded(cfg: dict, out: str) -> dict:
         low_task = synthetic.resolve_task({**task, "img_size": low["img_size"]})
         low_hist = train_model(model, low_task, steps=low["steps"], curriculum=curriculum,
                                **{**kw, "lr": low.get("lr", t["lr"])})
-        state = resize_pos_embed(model, model.state_dict(), task["img_size"] // arch.get("patch_size", EMBEDDED_DEFAULTS["patch_size"]))
+        grid = task["img_size"] // arch.get("patch_size", EMBEDDED_DEFAULTS["patch_size"])
+        state = resize_pos_embed(model, model.state_dict(), grid)
         model = create_embedded_model(n_cls, **arch)
         model.load_state_dict(state)
         offset, curriculum = low["steps"] * t["batch_size"], None

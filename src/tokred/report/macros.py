@@ -25,7 +25,6 @@ def write_system_macros(path: str, *, ood: pd.DataFrame | None = None, latency: 
             for key in ("top1", "drop_pp"):
                 v = getattr(r, key, float("nan"))
                 define(f"{r.family}@{r.run}@{key}", "--" if pd.isna(v) else f"{v:.2f}")
-            define(f"{r.family}@{r.run}@effect", top1_effect(getattr(r, "drop_pp", float("nan"))))
     for key, value in (ood_text or {}).items():
         define(f"ood@{key}", value)
     if correlation is not None:
