@@ -34,6 +34,14 @@ RUNS = preflight.expand_runs(config)
 REPLICATE = preflight.replicate_pairs(config, RUNS)
 SEED_RUNS = preflight.replicate_runs(config, RUNS)
 ALL_RUNS = {**RUNS, **SEED_RUNS}
+# Runs that are the same evaluation as an earlier one (e.g. the ablations' reference and the full group's
+# method at ToMe's constant r): evaluated once, copied under the other name (rule copy_run).
+DUPLICATES = preflight.duplicate_runs(ALL_RUNS)
+
+
+def run_key(run_path):
+    """(group, run) of a "<group>/<run>" path below runs/."""
+    return tuple(Path(run_path).parts)
 
 
 def seed_weights(seed):

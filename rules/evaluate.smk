@@ -25,6 +25,32 @@ rule evaluate:
         "../workflow/scripts/evaluate.py"
 
 
+# A run that is the same evaluation as an earlier one (DUPLICATES): that run's files, renamed.
+rule copy_run:
+    input:
+        metrics=lambda wc: run_output(*DUPLICATES[run_key(wc.run_path)]),
+        logits=lambda wc: run_output(*DUPLICATES[run_key(wc.run_path)], "logits.pt"),
+    output:
+        metrics=f"{R}/runs/{{run_path}}/metrics.json",
+        logits=f"{R}/runs/{{run_path}}/logits.pt",
+    conda:
+        "../environment.yml"
+    log:
+        f"{R}/logs/runs/{{run_path}}.log",
+    params:
+        code=code("copy_run.py"),
+        run=lambda wc: ALL_RUNS[run_key(wc.run_path)],
+        same_as=lambda wc: ALL_RUNS[DUPLICATES[run_key(wc.run_path)]],
+    wildcard_constraints:
+        run_path="|".join(re.escape(os.path.join(g, r)) for (g, r) in DUPLICATES) or "(?!)",
+    localrule: True
+    script:
+        "../workflow/scripts/copy_run.py"
+
+
+ruleorder: copy_run > evaluate
+
+
 # A keep shape solved to ToMe's GFLOPs at some r on this model (docs/method.md §3.4), shared by every run using it.
 rule solve_schedule:
     input:

@@ -49,14 +49,18 @@ def test_default_expansion_adds_the_early_regime_and_the_selector_split():
     runs = preflight.expand_runs(cfg)
     early = {n for (g, n) in runs if g == "early"}
     assert "hquota_ff_L0-2_r13" in early and not any(n.startswith("hquota_ff_L0_") for n in early)
-    abl = {n: s for (g, n), s in runs.items() if g == "ablations_early"}
-    assert set(abl) == {"hquota_ff_L0-2_ref", "match_xnorm_L0-2"}
+    # the early-setting ablations are in the full grid only (the default's budget)
+    assert not any(g == "ablations_early" for (g, _) in runs)
+    full_runs = preflight.expand_runs(_cfg("embedded_full.yaml"))
+    abl = {n: s for (g, n), s in full_runs.items() if g == "ablations_early"}
+    assert {"hquota_ff_L0-2_ref", "match_xnorm_L0-2"} <= set(abl)
     assert all(s["layers"] == "L0-2" and s["r"] == 28 and s["method"] == "hquota_ff" for s in abl.values())
+    assert preflight.comparisons(full_runs)["match_xnorm_L0-2"] == "hquota_ff_L0-2_ref"
     # the all-layer ablations keep their names and specs (no rerun of finished runs)
     assert runs[("ablations", "size_off")] == {"name": "size_off", "group": "ablations", "method": "ours_size_norm",
                                                 "overrides": {"sizes": False}, "r": 13}
     pairs = preflight.comparisons(runs)
-    assert pairs["match_xnorm_L0-2"] == "hquota_ff_L0-2_ref" and pairs["size_off"] == "ours_size_norm_ref"
+    assert pairs["size_off"] == "ours_size_norm_ref"
     assert pairs["hquota_ff_L0-2_r13"] == "tome_L0-2_r13" and pairs["tome_fixed_early_mid_late"] == "tome_r13"
     full = {n: s for (g, n), s in runs.items() if g == "full"}
     assert full["ours_size_norm_r13"] == {"name": "ours_size_norm_r13", "group": "full", "method": "ours_size_norm",
@@ -72,8 +76,10 @@ def test_default_expansion_adds_the_early_regime_and_the_selector_split():
     assert [p["schedule"] for p in sel] == ["constant r=13", "fixed_early_mid_late"]
     assert sel[1] == {"schedule": "fixed_early_mid_late", "ours": "ours_size_norm_fixed_early_mid_late",
                       "tome": "tome_fixed_early_mid_late", "ours_const": "ours_size_norm_r13", "tome_const": "tome_r13"}
-    # the main model's grid, small enough for three trained models in the default (embedded_full.yaml: all)
-    assert len(runs) == 22
+    # the main model's grid, small enough for three trained models in the default (embedded_full.yaml: all);
+    # one of its runs is the same evaluation as another and is copied, not evaluated
+    assert len(runs) == 16
+    assert preflight.duplicate_runs(runs) == {("ablations", "ours_size_norm_ref"): ("full", "ours_size_norm_r13")}
 
 
 def test_full_grids_run_every_early_regime_run():
@@ -139,12 +145,11 @@ def _dry_run(tmp_path, cfg: dict) -> str:
     return p.stdout + p.stderr
 
 
-EXPECTED = ["runs/early/hquota_ff_L0-2_r13/", "runs/early/tome_L0-2_r13/", "runs/ablations_early/hquota_ff_L0-2_ref/",
-            "runs/ablations_early/match_xnorm_L0-2/",
+EXPECTED = ["runs/early/hquota_ff_L0-2_r13/", "runs/early/tome_L0-2_r13/",
             "runs/full/ours_size_norm_fixed_early_mid_late/",
             "runs/full/tome_fixed_early_mid_late/", "runs/full/ours_size_norm_r13/",
             "schedules/ours_size_norm-fixed_early_mid_late-tome_r13.json", "tables/headline.tex",
-            "tables/selector.tex", "tables/schedules.tex", "tables/ablations_early.tex",
+            "tables/selector.tex", "tables/schedules.tex",
             # ablations at every layer are kept
             "runs/ablations/ours_size_norm_ref/", "runs/ablations/size_off/"]
 
@@ -169,5 +174,6 @@ def test_dry_run_lists_the_early_regime_in_the_paper_profile(tmp_path):
     cfg["results_dir"] = str(tmp_path / "results")
     cfg["data"].update(imagenet_val=str(val), num_classes=3)
     out = _dry_run(tmp_path, cfg)
-    for path in EXPECTED + ["runs/early/hquota_ff_L1_r4/", "runs/ablations_early/eta_0.2_L0-2/", "runs/full/tome_late/"]:
+    for path in EXPECTED + ["runs/early/hquota_ff_L1_r4/", "runs/ablations_early/eta_0.2_L0-2/", "runs/full/tome_late/",
+                            "runs/ablations_early/hquota_ff_L0-2_ref/", "tables/ablations_early.tex"]:
         assert path in out, path

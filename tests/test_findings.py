@@ -33,6 +33,17 @@ def test_settled_layer_sets_are_named_with_the_block_they_start_at():
     assert "over the 1 informative settings" in findings.conclusion(e, None)
 
 
+def test_layer_sets_where_toMe_ran_alone_count_as_settled_and_not_as_settings():
+    # the default runs ToMe alone in L1 and L2 (tables.early_table: method and ours' columns empty)
+    e = _early([("L0-2", 13, "hquota_ff", -2.0, -2.9, -1.1, 1e-6, 0.005, 0.04),
+                ("L1", 13, None, None, None, None, None, 4e-10, None),
+                ("L2", 13, None, None, None, None, None, 3e-3, None)])
+    assert findings.early_settled(e) == ["L1"]
+    s = findings.early_findings(e)
+    assert "of the 1 settings" in s and "Reduction confined to L1 leaves" in s and "before block 1" in s
+    assert "over the 1 informative settings" in findings.conclusion(e, None)
+
+
 def test_holm_adjusted_p_decides_significance_when_present():
     e = _early([("L0", 13, "ours_size_norm", -1.0, -1.8, -0.2, 0.03, 0.01, 0.02)])
     assert "significantly worse in 1" in findings.early_findings(e)

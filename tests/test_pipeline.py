@@ -1,6 +1,7 @@
 """Real Snakemake runs of the whole DAG: micro profile end to end, caching, re-runs, lint, the paper
 profile on a tiny ImageNet-format folder with weights served over loopback HTTP, and bad configs."""
 import http.server
+import json
 import os
 import re
 import shutil
@@ -13,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
+from tokred.report import tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,12 +109,22 @@ def test_micro_end_to_end_pdf_shows_table_numbers(micro):
     assert len(early) == 6 and set(early.layers) == {"L0", "L0-2"}
     assert set(early[early.method == "hquota_ff"].layers) == {"L0-2"}
     for r in early.itertuples():
-        assert f"{r.top1_ours:.2f}" in text and f"{r.kl_ours:.4f}" in text
+        assert f"{r.top1_ours:.2f}" in text and tables._kl(r.kl_ours) in text
     full = pd.read_csv(res / "tables" / "full.csv")
     matched = full[(full.method != "tome") & full.keep_shape.notna()]
     assert (abs(matched.gflops / full[full.method == "tome"].gflops.iloc[0] - 1) < 0.01).all()
     abl = pd.read_csv(res / "tables" / "ablations.csv")
     assert set(abl.run) == {"ours_size_norm_ref", "space_x", "q_0.4", "kv_only", "clip_1.0"}
+    # the ablations' reference is ours at ToMe's constant r of the full group: evaluated once, copied
+    runs = res / "runs"
+    ref, const = (json.loads((runs / p / "metrics.json").read_text())
+                  for p in ("ablations/ours_size_norm_ref", "full/ours_size_norm_r13"))
+    assert ref.pop("same_as") == "full/ours_size_norm_r13" and (ref.pop("run"), ref.pop("group")) == (
+        "ours_size_norm_ref", "ablations")
+    assert ref == {k: v for k, v in const.items() if k not in ("run", "group")}
+    assert (runs / "ablations/ours_size_norm_ref/logits.pt").read_bytes() == (
+        runs / "full/ours_size_norm_r13/logits.pt").read_bytes()
+    assert not (res / "benchmarks" / "evaluate" / "ablations" / "ours_size_norm_ref.tsv").exists()
     variants = abl[abl.run != "ours_size_norm_ref"]
     assert (variants.ref_run == "ours_size_norm_ref").all() and variants.p_vs_ref.notna().all()
     assert abl.set_index("run").clip_fired.notna().to_dict() == {"ours_size_norm_ref": True, "space_x": True,
@@ -127,8 +140,6 @@ def test_micro_end_to_end_pdf_shows_table_numbers(micro):
 
 def check_early_regime_tables(res: Path, text: str) -> None:
     """The early regime's tables of a finished micro run, and that the PDF shows their numbers."""
-    from tokred.report import regime
-
     head = pd.read_csv(res / "tables" / "headline.csv")
     assert list(head.row) == ["tome", "hquota_ff", "difference"] * 2 and set(head.r) == {13, 28}
     for r in (13, 28):
@@ -136,7 +147,7 @@ def check_early_regime_tables(res: Path, text: str) -> None:
         assert h.loc["difference", "top1"] == pytest.approx(h.loc["hquota_ff", "top1"] - h.loc["tome", "top1"])
         assert (h.kl_lo <= h.kl + 1e-12).all() and (h.kl <= h.kl_hi + 1e-12).all()
         assert 0 <= h.loc["difference", "p_top1"] <= 1
-        assert regime._kl(h.loc["hquota_ff", "kl"]) in text
+        assert tables._kl(h.loc["hquota_ff", "kl"]) in text
         # a run's Top-1 interval is the one of its metrics JSON (one bootstrap, every table)
         for row in ("tome", "hquota_ff"):
             m = yaml.safe_load((res / "runs" / "early" / h.loc[row, "run"] / "metrics.json").read_text())
@@ -283,10 +294,10 @@ def test_dry_run_embedded_default_is_fast_and_complete(tmp_path):
     _, out = snakemake("--configfile", str(cfg), "-n")
     counts = job_counts(out)
     assert counts["train_embedded"] == 1 and counts["paper"] == 1
-    # baseline + 3 ToMe r + early 2 methods x 4 layer sets at r=13 + hquota_ff in L0-2 + 2 full keep shapes
-    # + ToMe under one of them + ours at constant r + 2 ablations + reference + 1 early ablation + reference
-    # + 2 more trained models x (their baseline + 7 repeated runs)
-    assert counts["evaluate"] == 1 + 3 + 8 + 1 + 2 + 1 + 1 + 3 + 2 + 2 * 8
+    # baseline + 2 ToMe r + early ToMe in 4 layer sets at r=13 + ours_size_norm and hquota_ff in L0-2 + 2 full
+    # keep shapes + ToMe under one of them + ours at constant r + 2 ablations (their reference is ours at
+    # constant r: copied, not evaluated) + 2 more trained models x (their baseline + 6 repeated runs)
+    assert counts["evaluate"] == 1 + 2 + 4 + 2 + 2 + 1 + 1 + 2 + 2 * 7 and counts["copy_run"] == 1
     assert counts["train_replicate"] == 2 and counts["report_replication"] == 1
     # OOD: clean + 1 corruption x 2 severities, one job each; matched schedules solved once each
     assert counts["evaluate_ood"] == 3 and counts["solve_schedule"] == 2
@@ -301,9 +312,11 @@ def test_full_grid_extends_the_default(tmp_path):
         assert default[key] == full[key], key
     cfg = write_config(tmp_path / "full.yaml", "embedded_full.yaml", results_dir=str(tmp_path / "results"))
     counts = job_counts(snakemake("--configfile", str(cfg), "-n")[1])
-    # + hquota_ff 4 layer sets x 5 r, a 4th keep shape, ToMe under all 4, ours at constant r, 8 early ablations,
-    # the default's 2 more trained models x 8 runs
-    assert counts["evaluate"] == 1 + 5 + 40 + 20 + 4 + 4 + 1 + 28 + 8 + 16 and counts["evaluate_ood"] == 16
+    # + hquota_ff 4 layer sets x 5 r, a 4th keep shape, ToMe under all 4, ours at constant r (= the ablations'
+    # reference, copied), 8 early ablations (their reference = hquota_ff at L0-2 r=28, copied), 2 more trained
+    # models x 8 runs
+    assert counts["evaluate"] == 1 + 5 + 40 + 20 + 4 + 4 + 1 + 27 + 7 + 16 and counts["evaluate_ood"] == 16
+    assert counts["copy_run"] == 2
 
 
 @pytest.mark.parametrize("override, needle", [

@@ -72,7 +72,8 @@ def pareto_figure(df: pd.DataFrame, pdf_path: str, png_path: str) -> None:
 def early_drop_figure(t: pd.DataFrame, pdf_path: str, png_path: str) -> None:
     """Per layer set and r: drop of ToMe and of ours (bars), from the early table."""
     plt, sns = figure_setup()
-    long = pd.concat([t.assign(Method="ToMe", drop=t.drop_tome), t.assign(Method=t.method, drop=t.drop_ours)])
+    ours = t[t.method.notna()]  # rows where ToMe ran alone have no bar of ours
+    long = pd.concat([t.assign(Method="ToMe", drop=t.drop_tome), ours.assign(Method=ours.method, drop=ours.drop_ours)])
     g = sns.catplot(data=long, x="layers", y="drop", hue="Method", col="r", kind="bar", height=2.2, aspect=0.8,
                     legend_out=False)
     g.set_axis_labels("layer set", "drop (pp)")

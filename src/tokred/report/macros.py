@@ -155,12 +155,21 @@ def write_macros(df: pd.DataFrame, path: str, *, profile: str, model: dict, data
     def define(name: str, value: str) -> None:
         out.append(rf"\expandafter\def\csname tokred@{name}\endcsname{{{value}}}")
 
-    for _, row in df.iterrows():
+    def define_run(name: str, row: pd.Series) -> None:
         for key, fmt in METRIC_FORMATS.items():
-            define(f"{row['run']}@{key}", format(row[key], fmt))
-        define(f"{row['run']}@effect", top1_effect(row["drop_pp"]))
+            define(f"{name}@{key}", format(row[key], fmt))
+        define(f"{name}@effect", top1_effect(row["drop_pp"]))
         if not pd.isna(row["r"]):
-            define(f"{row['run']}@r", str(int(row["r"])))
+            define(f"{name}@r", str(int(row["r"])))
+
+    for _, row in df.iterrows():
+        define_run(row["run"], row)
+    # The ToMe reproduction's smallest and largest r > 0 (\metric{reproduce@low}{...}, ...@high), whatever
+    # experiments.reproduce.r lists, for the sentence that spans the sweep.
+    sweep = df[(df["group"] == "reproduce") & (df["r"] > 0)].sort_values("r")
+    if len(sweep):
+        define_run("reproduce@low", sweep.iloc[0])
+        define_run("reproduce@high", sweep.iloc[-1])
     prov = df.iloc[0]["provenance"]
     setup = {
         "profile": profile,

@@ -16,18 +16,13 @@ import pandas as pd
 
 from .. import io
 from .load import add_comparison
-from .tables import _p_tex, _star, _write_table, tex_escape
+from .tables import _kl, _p_tex, _star, _write_table, tex_escape
 
 
 def _logits(path: str):
     import torch
 
     return torch.load(Path(path).with_name("logits.pt"), weights_only=False)["logits"]
-
-
-def _kl(v: float, sign: bool = False) -> str:
-    """KL in nats: 4 decimals, or 2 significant digits below 1e-3 (early reductions give ~1e-5)."""
-    return f"{v:{'+' if sign else ''}.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:{'+' if sign else ''}.1e}"
 
 
 def _boot(x: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:

@@ -41,6 +41,11 @@ def holm_note(p_values) -> str:
     return r"\gdef\holmnote{" + text + "}"
 
 
+def _kl(v: float, sign: bool = False) -> str:
+    """KL in nats: 4 decimals, or 2 significant digits below 1e-3 (early reductions give ~1e-5)."""
+    return f"{v:{'+' if sign else ''}.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:{'+' if sign else ''}.1e}"
+
+
 def _star(p_holm: float) -> str:
     """The star of a cell, from its Holm-adjusted p-value (`holm`)."""
     return r"$^{*}$" if p_holm == p_holm and p_holm < ALPHA else ""
@@ -61,30 +66,40 @@ def _ci(row) -> str:
 
 
 def early_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
-    """The early-layer table: per layer set and r, ToMe vs ours (Top-1, KL, Δmargin), McNemar."""
+    """The early-layer table: per layer set and r, ToMe vs ours (Top-1, KL, Δmargin), McNemar. A layer set and r
+    where only ToMe ran (the default measures ToMe alone in L1, L2) is a row with an empty method and ours'
+    columns NaN ("--" in the LaTeX table): ToMe's effect there still counts for `findings.early_settled`."""
     e = df[df.group == "early"]
     tome = e[e.method == "tome"].set_index(["layers", "r"])
     ours = e[e.method != "tome"]
     rows = []
+
+    def tome_cols(t) -> dict:
+        return {"gflops_tome": t["gflops"], "top1_tome": t["top1"], "top1_tome_lo": t["top1_lo"],
+                "top1_tome_hi": t["top1_hi"], "kl_tome": t["kl"], "dmargin_tome": t["delta_margin"],
+                "drop_tome": t["drop_pp"], "tail_tome": t["tail_drop_pp"]}
+
     for _, o in ours.iterrows():
-        t = tome.loc[(o["layers"], o["r"])]
-        rows.append({"layers": o["layers"], "r": int(o["r"]), "method": o["method"], "gflops_tome": t["gflops"],
-                     "gflops_ours": o["gflops"], "top1_tome": t["top1"], "top1_tome_lo": t["top1_lo"],
-                     "top1_tome_hi": t["top1_hi"], "top1_ours": o["top1"], "top1_ours_lo": o["top1_lo"],
+        rows.append({"layers": o["layers"], "r": int(o["r"]), "method": o["method"], **tome_cols(tome.loc[(o["layers"], o["r"])]),
+                     "gflops_ours": o["gflops"], "top1_ours": o["top1"], "top1_ours_lo": o["top1_lo"],
                      "top1_ours_hi": o["top1_hi"], "delta": o["delta_vs_tome"], "delta_lo": o["delta_lo_vs_tome"],
-                     "delta_hi": o["delta_hi_vs_tome"], "p_vs_tome": o["p_vs_tome"],
-                     "kl_tome": t["kl"], "kl_ours": o["kl"], "dmargin_tome": t["delta_margin"],
-                     "dmargin_ours": o["delta_margin"], "drop_tome": t["drop_pp"], "drop_ours": o["drop_pp"],
-                     "tail_tome": t["tail_drop_pp"], "tail_ours": o["tail_drop_pp"]})
+                     "delta_hi": o["delta_hi_vs_tome"], "p_vs_tome": o["p_vs_tome"], "kl_ours": o["kl"],
+                     "dmargin_ours": o["delta_margin"], "drop_ours": o["drop_pp"], "tail_ours": o["tail_drop_pp"]})
+    paired = set(zip(ours["layers"], ours["r"]))
+    rows += [{"layers": layers, "r": int(r), "method": None, **tome_cols(t)}
+             for (layers, r), t in tome.iterrows() if (layers, r) not in paired]
     t = pd.DataFrame(rows)
     order = {k: i for i, k in enumerate(dict.fromkeys(e["layers"]))}
     t = t.sort_values(["layers", "r"], key=lambda c: c.map(order) if c.name == "layers" else c)
-    t["p_holm"] = holm(t["p_vs_tome"]) if len(t) else []
+    t["p_holm"] = holm(t["p_vs_tome"]) if "p_vs_tome" in t else []
     with io.atomic_path(csv_path) as tmp:
         t.to_csv(tmp, index=False, float_format="%.6g")
     body = [f"{r.layers} & {r.r} & {tex_escape(r.method)} & {r.top1_tome:.2f} [{r.top1_tome_lo:.1f}, {r.top1_tome_hi:.1f}] & "
             f"{r.top1_ours:.2f} [{r.top1_ours_lo:.1f}, {r.top1_ours_hi:.1f}] & {r.delta:+.2f}{_star(r.p_holm)} & "
-            f"{r.kl_tome:.4f} & {r.kl_ours:.4f} & {r.dmargin_tome:+.3f} & {r.dmargin_ours:+.3f} \\\\"
+            f"{_kl(r.kl_tome)} & {_kl(r.kl_ours)} & {r.dmargin_tome:+.3f} & {r.dmargin_ours:+.3f} \\\\"
+            if isinstance(r.method, str) else
+            f"{r.layers} & {r.r} & ToMe only & {r.top1_tome:.2f} [{r.top1_tome_lo:.1f}, {r.top1_tome_hi:.1f}] & -- & -- & "
+            f"{_kl(r.kl_tome)} & -- & {r.dmargin_tome:+.3f} & -- \\\\"
             for r in t.itertuples()]
     _write_table(tex_path, "lrlccrrrrr", r"Layers & $r$ & Method & ToMe Top-1 & Top-1 & $\Delta$ (pp) & KL ToMe & KL & "
                  r"$\Delta$m ToMe & $\Delta$m", body, tail=(holm_note(t.get("p_vs_tome", [])),))

@@ -10,6 +10,7 @@ what a run is; it is the Snakefile's single entry point.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -435,6 +436,25 @@ def replicate_runs(cfg: dict, runs: dict) -> dict[tuple[str, str], dict]:
         for item in pairs:
             g, name = item.split("/", 1)
             out[(group, name)] = {**runs[(g, name)], "group": group, "train_seed": s, "main_group": g}
+    return out
+
+
+# Run-spec keys that name or pair a run without changing what its evaluation computes.
+_LABEL_KEYS = ("name", "group", "ref", "main_group")
+
+
+def duplicate_runs(runs: dict) -> dict[tuple[str, str], tuple[str, str]]:
+    """(group, run) -> the earlier (group, run) whose evaluation is the same computation (same weights, method,
+    knobs and schedule; only names and comparison partners differ), for every run after the first of its kind.
+    E.g. `ablations/ours_size_norm_ref` and `full/ours_size_norm_r13` (the method at ToMe's constant r) are one
+    evaluation: the pipeline runs the first and copies its files for the other (rules/evaluate.smk)."""
+    first, out = {}, {}
+    for key, spec in runs.items():
+        ident = json.dumps({k: v for k, v in spec.items() if k not in _LABEL_KEYS}, sort_keys=True)
+        if ident in first:
+            out[key] = first[ident]
+        else:
+            first[ident] = key
     return out
 
 
