@@ -105,10 +105,13 @@ def test_micro_end_to_end_pdf_shows_table_numbers(micro):
     assert m["provenance"]["config_hash"] and m["provenance"]["torch"] and m["resolved_r"] == [13] * 12
     assert "??" not in text  # every macro the text uses is defined
     early = pd.read_csv(res / "tables" / "early.csv")
-    # ours_size_norm in L0 and L0-2, hquota_ff only in L0-2 (method_layers), each at r = 13 and 28
-    assert len(early) == 6 and set(early.layers) == {"L0", "L0-2"}
+    # ours_size_norm in L0 and L0-2, hquota_ff only in L0-2, ToMe alone in L1 (method_layers), each at r = 13, 28
+    assert len(early) == 8 and set(early.layers) == {"L0", "L1", "L0-2"}
     assert set(early[early.method == "hquota_ff"].layers) == {"L0-2"}
-    for r in early.itertuples():
+    alone = early[early.method.isna()]
+    assert set(alone.layers) == {"L1"} and alone.kl_ours.isna().all() and alone.kl_tome.notna().all()
+    assert text.count("ToMe only") == 2
+    for r in early.dropna(subset=["method"]).itertuples():
         assert f"{r.top1_ours:.2f}" in text and tables._kl(r.kl_ours) in text
     full = pd.read_csv(res / "tables" / "full.csv")
     matched = full[(full.method != "tome") & full.keep_shape.notna()]

@@ -166,7 +166,7 @@ def write_macros(df: pd.DataFrame, path: str, *, profile: str, model: dict, data
         define_run(row["run"], row)
     # The ToMe reproduction's smallest and largest r > 0 (\metric{reproduce@low}{...}, ...@high), whatever
     # experiments.reproduce.r lists, for the sentence that spans the sweep.
-    sweep = df[(df["group"] == "reproduce") & (df["r"] > 0)].sort_values("r")
+    sweep = df[(df["group"] == "reproduce") & (df["r"] > 0)].sort_values("r") if "group" in df else df.iloc[:0]
     if len(sweep):
         define_run("reproduce@low", sweep.iloc[0])
         define_run("reproduce@high", sweep.iloc[-1])

@@ -96,10 +96,10 @@ def early_table(df: pd.DataFrame, csv_path: str, tex_path: str) -> pd.DataFrame:
         t.to_csv(tmp, index=False, float_format="%.6g")
     body = [f"{r.layers} & {r.r} & {tex_escape(r.method)} & {r.top1_tome:.2f} [{r.top1_tome_lo:.1f}, {r.top1_tome_hi:.1f}] & "
             f"{r.top1_ours:.2f} [{r.top1_ours_lo:.1f}, {r.top1_ours_hi:.1f}] & {r.delta:+.2f}{_star(r.p_holm)} & "
-            f"{_kl(r.kl_tome)} & {_kl(r.kl_ours)} & {r.dmargin_tome:+.3f} & {r.dmargin_ours:+.3f} \\\\"
+            f"{_kl(r.kl_tome)} & {_kl(r.kl_ours)} & {r.dmargin_tome:+z.3f} & {r.dmargin_ours:+z.3f} \\\\"
             if isinstance(r.method, str) else
             f"{r.layers} & {r.r} & ToMe only & {r.top1_tome:.2f} [{r.top1_tome_lo:.1f}, {r.top1_tome_hi:.1f}] & -- & -- & "
-            f"{_kl(r.kl_tome)} & -- & {r.dmargin_tome:+.3f} & -- \\\\"
+            f"{_kl(r.kl_tome)} & -- & {r.dmargin_tome:+z.3f} & -- \\\\"
             for r in t.itertuples()]
     _write_table(tex_path, "lrlccrrrrr", r"Layers & $r$ & Method & ToMe Top-1 & Top-1 & $\Delta$ (pp) & KL ToMe & KL & "
                  r"$\Delta$m ToMe & $\Delta$m", body, tail=(holm_note(t.get("p_vs_tome", [])),))
