@@ -102,7 +102,7 @@ _with = with_key
     ("experiments.ablations_early.layers", "L12", r"experiments\.ablations_early\.layers.*model\.depth is 12"),
     ("experiments.ablations_early.layers", "L0-x", r"experiments\.ablations_early\.layers.*cannot parse"),
     ("experiments.early.method_layers", {"hquota": ["L0-2"]}, r"experiments\.early\.method_layers\.hquota.*not in"),
-    ("experiments.early.method_layers", {"hquota_ff": ["L1"]}, r"method_layers\.hquota_ff.*'L1' is not in"),
+    ("experiments.early.method_layers", {"hquota_ff": ["L2"]}, r"method_layers\.hquota_ff.*'L2' is not in"),
     ("experiments.early.headline", {"method": "tome", "layers": "L0-2"}, r"early\.headline\.method"),
     ("experiments.early.headline", {"method": "hquota_ff", "layers": "L0"}, r"early\.headline\.layers.*'L0'"),
     ("experiments.full.tome_keep_shapes", ["early"], r"experiments\.full\.tome_keep_shapes.*'early'"),
