@@ -40,7 +40,7 @@ rule copy_run:
     params:
         code=code("copy_run.py"),
         run=lambda wc: ALL_RUNS[run_key(wc.run_path)],
-        same_as=lambda wc: ALL_RUNS[DUPLICATES[run_key(wc.run_path)]],
+        same_as=lambda wc: os.path.join(*DUPLICATES[run_key(wc.run_path)]),
     wildcard_constraints:
         run_path="|".join(re.escape(os.path.join(g, r)) for (g, r) in DUPLICATES) or "(?!)",
     localrule: True

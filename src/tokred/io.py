@@ -76,6 +76,21 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
         torch.save(obj, tmp)
 
 
+def copy_run(run: dict, same_as: str, *, metrics_path: str, logits_path: str, out_metrics: str,
+             out_logits: str) -> dict:
+    """The files of a run whose evaluation is the same computation as an evaluated one, `same_as`
+    ("<group>/<run>"; `tokred.study.config.duplicate_runs`): its logits copied, its metrics JSON the other's
+    with this run's name and group and `same_as`. Both written atomically; no torch needed."""
+    import shutil
+
+    result = json.loads(Path(metrics_path).read_text())
+    result.update(run=run["name"], group=run["group"], same_as=same_as)
+    with atomic_path(out_logits) as tmp:
+        shutil.copyfile(logits_path, tmp)
+    write_json(out_metrics, result)
+    return result
+
+
 def load_eval_set(path: str) -> dict:
     """The eval set written by `build_eval_set`, memory-mapped: {"images", "labels", "mean", "std",
     "preprocess"} ("preprocess": the hub model's data config, None for the embedded model; absent in

@@ -1,7 +1,6 @@
 """Rule copy_run: a run that is the same evaluation as an earlier one -> a copy of its files, renamed."""
 import _paths  # noqa: F401  (puts the project's src/ on sys.path)
-from tokred.io import logged
-from tokred.study.evaluate import copy_run
+from tokred.io import copy_run, logged
 
 sm = snakemake  # noqa: F821
 with logged(sm.log[0]):

@@ -91,7 +91,7 @@ def reproduce_findings(rep: pd.DataFrame) -> str:
 
 
 def early_settled(early: pd.DataFrame) -> list[str]:
-    """Layer sets where neither method moves KL(B||M) above KL_FLOOR at any r."""
+    """Layer sets where no method run there (ToMe alone, or ToMe and ours) moves KL(B||M) above KL_FLOOR at any r."""
     out = []
     for layers, g in early.groupby("layers", sort=False):
         if pd.concat([g.kl_tome, g.kl_ours]).max() < KL_FLOOR:  # ours is NaN where ToMe ran alone

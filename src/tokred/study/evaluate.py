@@ -63,22 +63,6 @@ def evaluate_run(cfg: dict, run: dict, *, weights: str, eval_set_path: str, base
     return result
 
 
-def copy_run(run: dict, same_as: dict, *, metrics_path: str, logits_path: str, out_metrics: str,
-             out_logits: str) -> dict:
-    """The files of a run whose evaluation is the same computation as an evaluated one
-    (`tokred.study.config.duplicate_runs`): its logits copied, its metrics JSON the other's with this run's
-    name and group and `same_as: "<group>/<run>"` of the run that was evaluated. Both written atomically."""
-    import json
-    import shutil
-
-    result = json.loads(open(metrics_path).read())
-    result.update(run=run["name"], group=run["group"], same_as=f"{same_as['group']}/{same_as['name']}")
-    with io.atomic_path(out_logits) as tmp:
-        shutil.copyfile(logits_path, tmp)
-    io.write_json(out_metrics, result)
-    return result
-
-
 def run_metrics(cfg: dict, run: dict, model, logits, base, labels, gflops: float, base_gflops: float,
                 schedule: dict, *, device="cpu", **extra) -> dict:
     """The metrics JSON of one run (docs/method.md §4) with its method, schedule and provenance (which records
