@@ -100,3 +100,43 @@ def test_early_with_no_difference_names_no_gain():
     e = _early([("L1", 13, "ours_size_norm", 0.0, 0.0, 0.0, 1.0, 1e-9, 1e-9)])
     s = findings.early_findings(e)
     assert "gain is" not in s and "equals ToMe's in every setting" in s
+
+
+def _replication(deltas, p_holm, vs="early/tome_L0-2_r13", comparison="early/hquota_ff_L0-2_r13"):
+    from tokred.report.replication import across_models
+
+    mean, lo, hi = across_models(deltas)
+    same = len({d > 0 for d in deltas}) == 1 and all(d != 0 for d in deltas)
+    row = {"comparison": comparison, "vs": vs, "n_models": len(deltas), "mean_delta": mean, "lo": lo, "hi": hi,
+           "same_sign": same, "holds": same and all(p < 0.05 for p in p_holm)}
+    for k, (d, p) in enumerate(zip(deltas, p_holm)):
+        row[f"delta_seed_{k}"], row[f"p_holm_seed_{k}"] = d, p
+    base = {"comparison": "reproduce/tome_r13", "vs": "baseline/base", "n_models": len(deltas), "mean_delta": 0.1,
+            "lo": -1.0, "hi": 1.0, "same_sign": False, "holds": False,
+            **{f"delta_seed_{k}": 0.1 for k in range(len(deltas))}}
+    return pd.DataFrame([base, row])
+
+
+def test_with_several_models_the_conclusion_answers_from_what_holds_on_every_model():
+    # the main model alone says ToMe loses less (a significant loss of ours), the other models disagree:
+    # the conclusion must not turn the main model's result into an answer
+    e = _early([("L0-2", 13, "hquota_ff", -2.13, -3.0, -1.2, 1e-4, 0.004, 0.04)])
+    assert "ToMe loses less than hquota" in findings.conclusion(e, None)
+    rep = _replication([-2.13, 0.40, -0.07], [1e-4, 0.3, 1.0])
+    c = findings.conclusion(e, None, rep)
+    assert "loses less" not in c.replace("does not say which loses less", "")
+    assert "the models disagree" in c and "per model -2.13 / +0.40 / -0.07" in c
+    assert r"hquota\_ff\_L0-2\_r13 minus tome\_L0-2\_r13 is -0.60\,pp on average over the 3 models" in c
+    # when every model agrees and each difference is significant, the answer names the winner
+    rep = _replication([-2.0, -1.5, -1.0], [1e-4, 1e-3, 1e-2])
+    assert r"tome\_L0-2\_r13 loses less than hquota\_ff\_L0-2\_r13 on every model" in findings.conclusion(e, None, rep)
+    rep = _replication([-2.0, -1.5, -1.0], [1e-4, 1e-3, 0.2])
+    assert "the sign agrees, but not every model" in findings.conclusion(e, None, rep)
+    # (ii) from the full-network comparison; the comparison with the baseline answers neither question
+    rep = _replication([0.5, 0.6, 0.7], [1e-3] * 3, vs="reproduce/tome_r13", comparison="full/ours_size_norm_uniform")
+    c = findings.conclusion(e, None, rep)
+    assert c.startswith("(i) At equal $r$ in early blocks, on this run")  # no repeated early comparison
+    assert r"(ii) At equal GFLOPs over the whole network, ours\_size\_norm\_uniform minus tome\_r13" in c
+    assert r"ours\_size\_norm\_uniform loses less than tome\_r13 on every model" in c
+    # one model: nothing to repeat, the main model's tables answer
+    assert findings.conclusion(e, None, _replication([-2.13], [1e-4])) == findings.conclusion(e, None)

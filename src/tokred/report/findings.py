@@ -166,8 +166,57 @@ def full_findings(full: pd.DataFrame) -> str:
     return s
 
 
-def conclusion(early: pd.DataFrame | None, full: pd.DataFrame | None) -> str:
-    """Answers to the introduction's two questions, from the early and full tables."""
+def _replicated(rep: pd.DataFrame | None, group: str) -> pd.DataFrame:
+    """Rows of the replication CSV that compare a run of `group` with a ToMe run (not with the baseline),
+    when more than one model was trained; empty otherwise."""
+    if rep is None or rep.empty or int(rep.n_models.iloc[0]) < 2:
+        return rep.iloc[0:0] if rep is not None else pd.DataFrame()
+    return rep[rep.comparison.str.startswith(f"{group}/") & (rep.vs != "baseline/base")]
+
+
+def replicated_answer(row: pd.Series) -> str:
+    """One repeated comparison (a row of `tokred.report.replication`'s CSV) as an answer: the mean Δ over the
+    models with its 95% interval across models and the per-model Δ; a winner only when the comparison holds
+    on every model (same sign, significant after Holm on each), so that weights trained on another CPU
+    change the answer only if their models agree with each other."""
+    run, vs = (tex_escape(str(row[c]).split("/", 1)[1]) for c in ("comparison", "vs"))
+    keys = [c[len("delta_"):] for c in row.index if c.startswith("delta_")]
+    deltas = [float(row[f"delta_{k}"]) for k in keys]
+    n = len(deltas)
+    s = (f"{run} minus {vs} is {row.mean_delta:+.2f}\,pp on average over the {n} models (95\% interval "
+         f"across models [{row.lo:+.2f}, {row.hi:+.2f}]; per model {' / '.join(f'{d:+.2f}' for d in deltas)}\,pp): ")
+    if bool(row.holds):
+        loser, winner = (run, vs) if row.mean_delta < 0 else (vs, run)
+        return s + f"{winner} loses less than {loser} on every model"
+    if all(d == 0 for d in deltas):
+        return s + "Top-1 is the same on every model"
+    if bool(row.same_sign):
+        return s + "the sign agrees, but not every model's difference is significant, so neither loses reliably less"
+    return s + "the models disagree, so this benchmark does not say which loses less"
+
+
+def conclusion(early: pd.DataFrame | None, full: pd.DataFrame | None, replication: pd.DataFrame | None = None
+               ) -> str:
+    """Answers to the introduction's two questions. With several trained models (`replication`, the CSV of
+    `tokred.report.replication`) each question whose comparison was repeated on every model is answered from
+    that comparison across the models (`replicated_answer`); otherwise from the main model's early and full
+    tables."""
+    rep_early, rep_full = _replicated(replication, "early"), _replicated(replication, "full")
+    if not rep_early.empty:
+        first = ["(i) At equal $r$ in early blocks, "
+                 + "; ".join(replicated_answer(r) for _, r in rep_early.iterrows()) + "."]
+    else:
+        first = _early_answer(early)
+    if not rep_full.empty:
+        second = ["(ii) At equal GFLOPs over the whole network, "
+                  + "; ".join(replicated_answer(r) for _, r in rep_full.iterrows()) + "."]
+    else:
+        second = _full_answer(full)
+    return " ".join(first + second)
+
+
+def _early_answer(early: pd.DataFrame | None) -> list[str]:
+    """(i) from the main model's early table."""
     s = []
     if early is not None and not early.empty:
         live = early[~early.layers.isin(early_settled(early))]
@@ -188,6 +237,12 @@ def conclusion(early: pd.DataFrame | None, full: pd.DataFrame | None) -> str:
                            f"$\\Delta={mean:+.2f}$\\,pp over the {len(g)} informative settings)")
         if answers:
             s.append(f"(i) At equal $r$ in early blocks, on this run {'; '.join(answers)}.")
+    return s
+
+
+def _full_answer(full: pd.DataFrame | None) -> list[str]:
+    """(ii) from the main model's full table."""
+    s = []
     if full is not None and not full.empty:
         ours = _matched_schedules(full)
         if not ours.empty:
@@ -199,7 +254,7 @@ def conclusion(early: pd.DataFrame | None, full: pd.DataFrame | None) -> str:
             s.append(f"(ii) At equal GFLOPs over the whole network, the best schedule is "
                      f"{str(best.run).replace('_', chr(92) + '_')}, which {rel} "
                      f"({_delta(best, 'delta_vs_tome', 'p_vs_tome', 'delta_lo_vs_tome', 'delta_hi_vs_tome')}).")
-    return " ".join(s)
+    return s
 
 
 def replication_conclusion(rep: pd.DataFrame) -> str:
@@ -222,14 +277,15 @@ def write_findings(path: str, *, reproduce: pd.DataFrame, early: pd.DataFrame | 
                    full: pd.DataFrame | None = None, replication: pd.DataFrame | None = None) -> None:
     """generated/findings.tex: \\FindingsReproduce, \\FindingsEarly, \\FindingsFull,
     \\Conclusion and \\LimitationsData (empty where a group did not run). With `replication` (more
-    trained models) the conclusion ends with what holds on every model."""
+    trained models) the conclusion answers from the comparisons repeated on every model and ends with what
+    holds on every model."""
     from .. import io
 
     macros = {
         "FindingsReproduce": reproduce_findings(reproduce),
         "FindingsEarly": early_findings(early) if early is not None else "",
         "FindingsFull": full_findings(full) if full is not None else "",
-        "Conclusion": " ".join(x for x in (conclusion(early, full), replication_conclusion(replication)
+        "Conclusion": " ".join(x for x in (conclusion(early, full, replication), replication_conclusion(replication)
                                            if replication is not None and not replication.empty else "") if x),
         "LimitationsData": (f"On this run, reduction confined to {', '.join(early_settled(early))} does not change "
                             "the predictions measurably (KL below the floor above): the study's early-layer "
