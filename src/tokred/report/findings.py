@@ -183,8 +183,8 @@ def replicated_answer(row: pd.Series) -> str:
     keys = [c[len("delta_"):] for c in row.index if c.startswith("delta_")]
     deltas = [float(row[f"delta_{k}"]) for k in keys]
     n = len(deltas)
-    s = (f"{run} minus {vs} is {row.mean_delta:+.2f}\,pp on average over the {n} models (95\% interval "
-         f"across models [{row.lo:+.2f}, {row.hi:+.2f}]; per model {' / '.join(f'{d:+.2f}' for d in deltas)}\,pp): ")
+    s = (f"{run} minus {vs} is {row.mean_delta:+.2f}\\,pp on average over the {n} models (95\\% interval "
+         f"across models [{row.lo:+.2f}, {row.hi:+.2f}]; per model {' / '.join(f'{d:+.2f}' for d in deltas)}\\,pp): ")
     if bool(row.holds):
         loser, winner = (run, vs) if row.mean_delta < 0 else (vs, run)
         return s + f"{winner} loses less than {loser} on every model"
