@@ -132,6 +132,9 @@ def test_with_several_models_the_conclusion_answers_from_what_holds_on_every_mod
     assert r"tome\_L0-2\_r13 loses less than hquota\_ff\_L0-2\_r13 on every model" in findings.conclusion(e, None, rep)
     rep = _replication([-2.0, -1.5, -1.0], [1e-4, 1e-3, 0.2])
     assert "the sign agrees, but not every model" in findings.conclusion(e, None, rep)
+    # a tie on one model and one sign on the others is not a disagreement
+    rep = _replication([-2.0, 0.0, -1.0], [1e-4, 1.0, 1e-2])
+    assert "it is 0 on some model" in findings.conclusion(e, None, rep)
     # (ii) from the full-network comparison; the comparison with the baseline answers neither question
     rep = _replication([0.5, 0.6, 0.7], [1e-3] * 3, vs="reproduce/tome_r13", comparison="full/ours_size_norm_uniform")
     c = findings.conclusion(e, None, rep)

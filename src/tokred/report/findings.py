@@ -13,6 +13,7 @@ import math
 import pandas as pd
 
 from ..schedule import parse_layers
+from .replication import outcome
 from .tables import _p_tex, method_name, tex_escape
 
 ALPHA = 0.05
@@ -180,19 +181,17 @@ def replicated_answer(row: pd.Series) -> str:
     on every model (same sign, significant after Holm on each), so that weights trained on another CPU
     change the answer only if their models agree with each other."""
     run, vs = (tex_escape(str(row[c]).split("/", 1)[1]) for c in ("comparison", "vs"))
-    keys = [c[len("delta_"):] for c in row.index if c.startswith("delta_")]
-    deltas = [float(row[f"delta_{k}"]) for k in keys]
-    n = len(deltas)
-    s = (f"{run} minus {vs} is {row.mean_delta:+.2f}\\,pp on average over the {n} models (95\\% interval "
+    deltas = [float(row[c]) for c in row.index if c.startswith("delta_")]  # delta_<model>, models in order
+    s = (f"{run} minus {vs} is {row.mean_delta:+.2f}\\,pp on average over the {len(deltas)} models (95\\% interval "
          f"across models [{row.lo:+.2f}, {row.hi:+.2f}]; per model {' / '.join(f'{d:+.2f}' for d in deltas)}\\,pp): ")
-    if bool(row.holds):
-        loser, winner = (run, vs) if row.mean_delta < 0 else (vs, run)
-        return s + f"{winner} loses less than {loser} on every model"
-    if all(d == 0 for d in deltas):
-        return s + "Top-1 is the same on every model"
-    if bool(row.same_sign):
-        return s + "the sign agrees, but not every model's difference is significant, so neither loses reliably less"
-    return s + "the models disagree, so this benchmark does not say which loses less"
+    winner, loser = (vs, run) if row.mean_delta < 0 else (run, vs)
+    return s + {"holds": f"{winner} loses less than {loser} on every model",
+                "same_sign": "the sign agrees, but not every model's difference is significant, so neither loses "
+                             "reliably less",
+                "equal": "Top-1 is the same on every model",
+                "sign_differs": "the models disagree, so this benchmark does not say which loses less",
+                "zero_somewhere": "it is 0 on some model, so neither loses less on every model",
+                }[outcome(row, deltas)]
 
 
 def conclusion(early: pd.DataFrame | None, full: pd.DataFrame | None, replication: pd.DataFrame | None = None

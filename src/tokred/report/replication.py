@@ -115,6 +115,19 @@ def _write_tex(df: pd.DataFrame, labels: list[str], tex_path: str) -> None:
                                         note, ""]))
 
 
+def outcome(row: pd.Series, deltas: list[float]) -> str:
+    """What one repeated comparison (a row of the CSV, with its per-model Δ) shows across the models: "holds"
+    (same sign and significant on each), "same_sign" (not significant on every model), "equal" (Δ = 0 on every
+    model), "sign_differs", or "zero_somewhere" (Δ = 0 on some model, one sign on the others)."""
+    if row["holds"]:
+        return "holds"
+    if row["same_sign"]:
+        return "same_sign"
+    if all(d == 0 for d in deltas):
+        return "equal"
+    return "sign_differs" if min(deltas) < 0 < max(deltas) else "zero_somewhere"
+
+
 def sentences(df: pd.DataFrame, models: list) -> list[str]:
     """The findings across models, in words generated from the table (one sentence per comparison)."""
     labels = [label for label, _ in models]
@@ -126,17 +139,12 @@ def sentences(df: pd.DataFrame, models: list) -> list[str]:
     for _, r in df.iterrows():
         per = " / ".join(f"{r[f'delta_{k}']:+.2f}" for k in keys)
         vs = "the baseline" if r["vs"] == "baseline/base" else _name(r["vs"])
-        deltas = [r[f"delta_{k}"] for k in keys]
-        if r["holds"]:
-            verdict = "it holds on every model"
-        elif r["same_sign"]:
-            verdict = "the sign agrees but not every model's difference is significant"
-        elif all(d == 0 for d in deltas):
-            verdict = "Top-1 is the same on every model"
-        elif min(deltas) < 0 < max(deltas):
-            verdict = "the sign differs between models, so the main model's result alone is not a finding"
-        else:
-            verdict = "it is 0 on some model, so it does not hold on every model"
+        verdict = {"holds": "it holds on every model",
+                   "same_sign": "the sign agrees but not every model's difference is significant",
+                   "equal": "Top-1 is the same on every model",
+                   "sign_differs": "the sign differs between models, so the main model's result alone is not a finding",
+                   "zero_somewhere": "it is 0 on some model, so it does not hold on every model",
+                   }[outcome(r, [r[f"delta_{k}"] for k in keys])]
         out.append(f"{_name(r['comparison'])} vs {vs}: $\\Delta$ = {per} pp (mean {r['mean_delta']:+.2f}, "
                    f"95\\% interval across models [{r['lo']:+.2f}, {r['hi']:+.2f}], "
                    f"KL {r['kl_min']:.1e}--{r['kl_max']:.1e}); {verdict}.")
